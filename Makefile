@@ -1,0 +1,47 @@
+# saathii-workers: `make run` brings everything up, `make test` runs the whole suite.
+# DATABASE_URL / REDIS_URL, when set, name the services to use; otherwise embedded
+# PostgreSQL and Redis are started under .data/ (and reused when already running).
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+LOCAL := $(PY) -m workers.local
+STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+
+.PHONY: setup db down run test lint status history run-task clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[embedded,dev]'
+	rm -f $(VENV)/.installed-* && touch $@
+
+db: setup  ## start (or reuse) the embedded servers and apply the schema
+	$(LOCAL) up
+
+down: setup  ## stop the embedded servers
+	$(LOCAL) down
+
+run: setup  ## workers + scheduler in the foreground; Ctrl-C stops everything
+	$(LOCAL) run
+
+test: setup  ## the whole suite, against a real PostgreSQL and Redis it starts itself
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+status: setup  ## each job: schedule, next run, last run, paused
+	$(LOCAL) exec -- $(PY) -m workers status
+
+history: setup
+	$(LOCAL) exec -- $(PY) -m workers history $(JOB) $(ARGS)
+
+run-task: setup  ## make run-task TASK=coin_deduction ARGS="--as-of 2026-11-22T10:00+05:30"
+	@test -n "$(TASK)" || { echo "usage: make run-task TASK=<job> [ARGS=\"--as-of ISO8601 | --enqueue\"]" >&2; exit 2; }
+	$(LOCAL) exec -- $(PY) -m workers run-task $(TASK) $(ARGS)
+
+clean:
+	$(LOCAL) down || true
+	rm -rf .data .pytest_cache .ruff_cache

@@ -1,0 +1,188 @@
+-- saathii-workers schema, applied by `python -m workers db init`.
+--
+-- Idempotent and additive: every statement creates what is missing and never drops,
+-- renames or rewrites. An existing Saathii database adopts the workers by running it:
+-- the API's tables keep their names and columns; columns we add have defaults, so the
+-- API's inserts keep working. Constraints that money needs are added by name, once.
+
+-- The Saathii tables --------------------------------------------------------------
+
+CREATE TABLE IF NOT EXISTS users (
+    user_id     serial PRIMARY KEY,
+    username    varchar(10) NOT NULL UNIQUE,
+    dob         date NOT NULL,
+    phone       varchar(20) NOT NULL UNIQUE,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE IF NOT EXISTS user_roles (
+    user_id     integer NOT NULL REFERENCES users (user_id),
+    role        varchar(20) NOT NULL CHECK (role IN ('customer', 'listener')),
+    active      boolean NOT NULL DEFAULT true,
+    assigned_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (user_id, role)
+);
+
+CREATE TABLE IF NOT EXISTS user_wallets (
+    wallet_id           serial PRIMARY KEY,
+    user_id             integer NOT NULL UNIQUE REFERENCES users (user_id),
+    balance_coins       bigint NOT NULL DEFAULT 0,
+    withdrawable_money  numeric(12, 2) NOT NULL DEFAULT 0
+);
+
+CREATE TABLE IF NOT EXISTS user_transactions (
+    transaction_id  serial PRIMARY KEY,
+    wallet_id       integer NOT NULL REFERENCES user_wallets (wallet_id),
+    tx_type         varchar(20) NOT NULL
+                    CHECK (tx_type IN ('purchase', 'spend', 'earn', 'withdraw', 'bonus',
+                                       'referral_bonus')),
+    coins_change    bigint NOT NULL DEFAULT 0,
+    money_change    numeric(12, 2) NOT NULL DEFAULT 0,
+    created_at      timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE IF NOT EXISTS user_status (
+    user_id     integer PRIMARY KEY REFERENCES users (user_id),
+    is_online   boolean NOT NULL DEFAULT false,
+    last_seen   timestamptz,
+    is_busy     boolean NOT NULL DEFAULT false,
+    wait_time   integer,
+    busy_until  timestamptz,
+    is_active   boolean NOT NULL DEFAULT true
+);
+
+CREATE TABLE IF NOT EXISTS user_calls (
+    call_id                serial PRIMARY KEY,
+    user_id                integer NOT NULL REFERENCES users (user_id),
+    listener_id            integer NOT NULL REFERENCES users (user_id),
+    call_type              varchar(10) NOT NULL CHECK (call_type IN ('audio', 'video')),
+    start_time             timestamptz NOT NULL DEFAULT now(),
+    end_time               timestamptz,
+    duration_seconds       integer,
+    duration_minutes       integer,
+    coins_spent            bigint NOT NULL DEFAULT 0,
+    listener_money_earned  numeric(12, 2) NOT NULL DEFAULT 0,
+    status                 varchar(20) NOT NULL DEFAULT 'ongoing'
+                           CHECK (status IN ('ongoing', 'completed', 'dropped'))
+);
+
+CREATE TABLE IF NOT EXISTS listener_badges (
+    listener_id            integer NOT NULL REFERENCES users (user_id),
+    date                   date NOT NULL,
+    badge                  varchar(10) NOT NULL
+                           CHECK (badge IN ('basic', 'bronze', 'silver', 'gold')),
+    audio_rate_per_minute  numeric(5, 2) NOT NULL,
+    video_rate_per_minute  numeric(5, 2) NOT NULL,
+    assigned_at            timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (listener_id, date)
+);
+
+-- Columns an older Saathii database may lack. The original code read user_roles.active
+-- and user_status.busy_until without the schema having them.
+ALTER TABLE user_roles ADD COLUMN IF NOT EXISTS active boolean NOT NULL DEFAULT true;
+ALTER TABLE user_status ADD COLUMN IF NOT EXISTS busy_until timestamptz;
+ALTER TABLE user_status ADD COLUMN IF NOT EXISTS is_active boolean NOT NULL DEFAULT true;
+
+-- Every table has created_at and updated_at.
+ALTER TABLE users ADD COLUMN IF NOT EXISTS created_at timestamptz NOT NULL DEFAULT now();
+ALTER TABLE users ADD COLUMN IF NOT EXISTS updated_at timestamptz NOT NULL DEFAULT now();
+ALTER TABLE user_roles ADD COLUMN IF NOT EXISTS created_at timestamptz NOT NULL DEFAULT now();
+ALTER TABLE user_roles ADD COLUMN IF NOT EXISTS updated_at timestamptz NOT NULL DEFAULT now();
+ALTER TABLE user_wallets ADD COLUMN IF NOT EXISTS created_at timestamptz NOT NULL DEFAULT now();
+ALTER TABLE user_wallets ADD COLUMN IF NOT EXISTS updated_at timestamptz NOT NULL DEFAULT now();
+ALTER TABLE user_transactions
+    ADD COLUMN IF NOT EXISTS created_at timestamptz NOT NULL DEFAULT now();
+ALTER TABLE user_transactions
+    ADD COLUMN IF NOT EXISTS updated_at timestamptz NOT NULL DEFAULT now();
+ALTER TABLE user_status ADD COLUMN IF NOT EXISTS created_at timestamptz NOT NULL DEFAULT now();
+ALTER TABLE user_status ADD COLUMN IF NOT EXISTS updated_at timestamptz NOT NULL DEFAULT now();
+ALTER TABLE user_calls ADD COLUMN IF NOT EXISTS created_at timestamptz NOT NULL DEFAULT now();
+ALTER TABLE user_calls ADD COLUMN IF NOT EXISTS updated_at timestamptz NOT NULL DEFAULT now();
+ALTER TABLE listener_badges
+    ADD COLUMN IF NOT EXISTS created_at timestamptz NOT NULL DEFAULT now();
+ALTER TABLE listener_badges
+    ADD COLUMN IF NOT EXISTS updated_at timestamptz NOT NULL DEFAULT now();
+
+-- Money constraints: the database refuses what must never happen. Added by name so a
+-- second init skips them; on an existing database with offending rows, init stops and
+-- names the constraint instead of adopting bad data silently.
+CREATE OR REPLACE FUNCTION pg_temp.add_constraint(tbl regclass, name text, definition text)
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = tbl AND conname = name) THEN
+        EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I %s', tbl, name, definition);
+    END IF;
+END $$;
+
+SELECT pg_temp.add_constraint('user_wallets', 'balance_coins_never_negative',
+                              'CHECK (balance_coins >= 0)');
+SELECT pg_temp.add_constraint('user_wallets', 'withdrawable_money_never_negative',
+                              'CHECK (withdrawable_money >= 0)');
+SELECT pg_temp.add_constraint('user_calls', 'coins_spent_never_negative',
+                              'CHECK (coins_spent >= 0)');
+SELECT pg_temp.add_constraint('user_calls', 'listener_money_earned_never_negative',
+                              'CHECK (listener_money_earned >= 0)');
+SELECT pg_temp.add_constraint('user_calls', 'caller_is_not_listener',
+                              'CHECK (user_id <> listener_id)');
+SELECT pg_temp.add_constraint('listener_badges', 'badge_rates_positive',
+                              'CHECK (audio_rate_per_minute > 0 AND video_rate_per_minute > 0)');
+
+CREATE INDEX IF NOT EXISTS user_calls_ongoing ON user_calls (call_id) WHERE status = 'ongoing';
+CREATE INDEX IF NOT EXISTS user_calls_listener_start ON user_calls (listener_id, start_time);
+CREATE INDEX IF NOT EXISTS user_status_last_seen ON user_status (last_seen);
+CREATE INDEX IF NOT EXISTS user_transactions_wallet ON user_transactions (wallet_id);
+
+-- The platform's own tables -----------------------------------------------------------
+
+-- One row per (job, slot): the record of every run, and the key that makes a second
+-- message for the same slot (a second scheduler, a redelivery) a no-op.
+CREATE TABLE IF NOT EXISTS job_runs (
+    run_id         bigserial PRIMARY KEY,
+    job            text NOT NULL,
+    scheduled_for  timestamptz NOT NULL,
+    status         text NOT NULL
+                   CHECK (status IN ('running', 'succeeded', 'failed', 'skipped', 'abandoned')),
+    attempt        integer NOT NULL DEFAULT 1 CHECK (attempt >= 1),
+    trigger        text NOT NULL DEFAULT 'schedule',
+    message_id     text,
+    started_at     timestamptz NOT NULL DEFAULT now(),
+    finished_at    timestamptz,
+    duration       interval,
+    -- Who runs it: the worker process, and the database backend whose transaction holds
+    -- the job's lock. A running row whose backend is gone, or past its deadline, was
+    -- abandoned by a dead worker.
+    host           text,
+    pid            integer,
+    backend_pid    integer,
+    backend_start  timestamptz,
+    deadline       timestamptz,
+    result         jsonb,
+    error          text,
+    skip_reason    text,
+    created_at     timestamptz NOT NULL DEFAULT now(),
+    updated_at     timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (job, scheduled_for)
+);
+
+CREATE INDEX IF NOT EXISTS job_runs_latest ON job_runs (job, started_at DESC);
+CREATE INDEX IF NOT EXISTS job_runs_running ON job_runs (job) WHERE status = 'running';
+
+-- Operator controls per job: pause, and overrides of the job's parameters.
+CREATE TABLE IF NOT EXISTS job_settings (
+    job         text PRIMARY KEY,
+    paused      boolean NOT NULL DEFAULT false,
+    paused_at   timestamptz,
+    overrides   jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(overrides) = 'object'),
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE IF NOT EXISTS schema_version (
+    version      integer PRIMARY KEY,
+    description  text NOT NULL,
+    applied_at   timestamptz NOT NULL DEFAULT now()
+);
+
+INSERT INTO schema_version (version, description)
+VALUES (1, 'Saathii tables, money constraints, job_runs, job_settings')
+ON CONFLICT (version) DO NOTHING;

@@ -1,0 +1,456 @@
+"""Acceptance tests of the operator's command line, `python -m workers`, run as a real
+subprocess against the session's PostgreSQL and Redis.
+
+Exit codes under test: 0 done (skipped and duplicate included), 1 the job failed, 2 bad
+usage or a bad setting, 3 a service unreachable or the schema missing.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
+
+import psycopg
+import pytest
+import redis
+
+from workers.schedule import JOBS, LOCK_NAMESPACE
+
+pytestmark = pytest.mark.acceptance
+
+JOB = "presence_cleanup"
+DEAD_DATABASE = "postgresql://postgres@127.0.0.1:1/x"
+DEAD_REDIS = "redis://127.0.0.1:1/0"
+
+
+def runner(base_env: dict[str, str], directory):
+    """`run(*ARGS, **ENV)` runs `python -m workers ARGS` in `directory` (empty, so no .env
+    file is read), with ENV overriding `base_env`."""
+
+    def run(*args: str, **env: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "workers", *args],
+                              env={**base_env, **env}, cwd=directory, capture_output=True,
+                              text=True, timeout=60)
+
+    return run
+
+
+@pytest.fixture
+def cli(db, tmp_path):
+    """The CLI pointed at a fresh test database and the session's Redis."""
+    return runner(db.env(), tmp_path)
+
+
+@pytest.fixture
+def offline_cli(tmp_path):
+    """The CLI with no database nor Redis to reach: for what must fail before using them."""
+    return runner({**os.environ, "DATABASE_URL": DEAD_DATABASE, "REDIS_URL": DEAD_REDIS},
+                  tmp_path)
+
+
+def last_json(result: subprocess.CompletedProcess):
+    lines = result.stdout.strip().splitlines()
+    assert lines, f"no output; stderr: {result.stderr}"
+    return json.loads(lines[-1])
+
+
+def one_error_line(result: subprocess.CompletedProcess) -> str:
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def job_runs(db, job: str | None = None) -> list[dict]:
+    with db.connect() as conn:
+        return conn.execute(
+            "SELECT * FROM job_runs WHERE %(job)s::text IS NULL OR job = %(job)s"
+            " ORDER BY run_id", {"job": job}).fetchall()
+
+
+# run-task ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("job", list(JOBS))
+def test_run_task_runs_the_job_and_prints_a_succeeded_outcome(cli, db, job):
+    before = datetime.now(UTC).replace(second=0, microsecond=0)
+    result = cli("run-task", job)
+    after = datetime.now(UTC).replace(second=0, microsecond=0)
+
+    assert result.returncode == 0, result.stderr
+    outcome = last_json(result)
+    assert outcome["status"] == "succeeded"
+    assert outcome["job"] == job
+    slot = datetime.fromisoformat(outcome["scheduled_for"])
+    assert slot.utcoffset() == timedelta(0)
+    assert slot.second == slot.microsecond == 0
+    assert before <= slot <= after
+    assert isinstance(outcome["result"], dict)
+    [row] = job_runs(db, job)
+    assert row["status"] == "succeeded"
+    assert row["trigger"] == "cli"
+    assert row["scheduled_for"] == slot
+    assert row["result"] == outcome["result"]
+
+
+def test_run_task_twice_for_the_same_slot_is_a_duplicate_and_runs_once(cli, db):
+    first = cli("run-task", JOB, "--as-of", "2026-11-22T00:01:10+05:30")
+    second = cli("run-task", JOB, "--as-of", "2026-11-22T00:01:50+05:30")  # same minute
+
+    assert first.returncode == 0, first.stderr
+    assert last_json(first)["status"] == "succeeded"
+    assert second.returncode == 0, second.stderr
+    outcome = last_json(second)
+    assert outcome["status"] == "duplicate"
+    assert outcome["scheduled_for"] == "2026-11-21T18:31:00+00:00"
+    assert "succeeded" in outcome["reason"]
+    assert len(job_runs(db, JOB)) == 1
+
+
+@pytest.mark.parametrize(("as_of", "slot"), [
+    pytest.param("2026-11-22", "2026-11-21T18:30:00+00:00", id="date-is-local-midnight"),
+    pytest.param("2026-11-22T06:00:45", "2026-11-22T00:30:00+00:00", id="naive-is-local"),
+    pytest.param("2026-11-22T06:00:45Z", "2026-11-22T06:00:00+00:00", id="aware-utc"),
+    pytest.param("2026-11-22T06:00:45.123+02:00", "2026-11-22T04:00:00+00:00",
+                 id="aware-offset"),
+])
+def test_run_task_as_of_sets_the_slot_in_app_timezone(cli, db, as_of, slot):
+    result = cli("run-task", JOB, "--as-of", as_of, APP_TIMEZONE="Asia/Kolkata")
+
+    assert result.returncode == 0, result.stderr
+    outcome = last_json(result)
+    assert outcome["status"] == "succeeded"
+    assert outcome["scheduled_for"] == slot
+    [row] = job_runs(db, JOB)
+    assert row["scheduled_for"] == datetime.fromisoformat(slot)
+
+
+@pytest.mark.parametrize("as_of", ["yesterday", "not-a-date", "2026-11-22T25:00"])
+def test_run_task_with_a_garbage_as_of_is_bad_usage_and_writes_nothing(cli, db, as_of):
+    result = cli("run-task", JOB, "--as-of", as_of)
+
+    assert result.returncode == 2
+    assert "--as-of" in one_error_line(result)
+    assert result.stdout == ""
+    assert job_runs(db) == []
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG workers/cli.py run_task: `if args.as_of` treats --as-of '' as absent and runs "
+    "the current slot instead of refusing the empty time"))
+def test_run_task_with_an_empty_as_of_is_bad_usage_not_now(cli, db):
+    result = cli("run-task", JOB, "--as-of", "")
+
+    assert result.returncode == 2, result.stdout
+    assert "--as-of" in one_error_line(result)
+    assert job_runs(db) == []
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG workers/cli.py parse_as_of accepts instants whose UTC slot is out of datetime's "
+    "range; workers/runs.py slot_of (astimezone(UTC)) raises OverflowError: traceback, "
+    "exit 1"))
+@pytest.mark.parametrize("as_of", ["0001-01-01", "9999-12-31T23:59:59-05:00"])
+def test_run_task_with_an_as_of_out_of_range_is_bad_usage(cli, db, as_of):
+    result = cli("run-task", JOB, "--as-of", as_of)
+
+    assert result.returncode == 2, result.stderr
+    assert "--as-of" in one_error_line(result)
+    assert job_runs(db) == []
+
+
+def test_run_task_of_an_unknown_job_is_bad_usage_listing_the_valid_jobs(cli, db):
+    result = cli("run-task", "no_such_job")
+
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "no_such_job" in result.stderr
+    for name in JOBS:
+        assert name in result.stderr
+    assert job_runs(db) == []
+
+
+def test_run_task_of_a_failing_job_exits_1_and_records_the_failure(cli, db):
+    with db.connect() as conn:
+        conn.execute("DROP TABLE user_status")  # presence_cleanup's work now raises
+
+    result = cli("run-task", JOB, "--as-of", "2026-11-22T10:00Z")
+
+    assert result.returncode == 1
+    outcome = last_json(result)
+    assert outcome["status"] == "failed"
+    assert "UndefinedTable" in outcome["error"]
+    [row] = job_runs(db, JOB)
+    assert (row["status"], row["attempt"]) == ("failed", 1)
+    assert "user_status" in row["error"]
+
+
+def test_run_task_while_another_run_holds_the_jobs_lock_is_skipped(cli, db):
+    job = JOBS[JOB]
+    with db.connect() as conn, conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (LOCK_NAMESPACE, job.lock_id))
+        locked = cli("run-task", JOB, "--as-of", "2026-11-22T10:00Z")
+
+    assert locked.returncode == 0, locked.stderr
+    outcome = last_json(locked)
+    assert outcome["status"] == "skipped"
+    assert outcome["reason"].startswith("locked")
+
+    again = cli("run-task", JOB, "--as-of", "2026-11-22T10:00Z")  # lock released
+
+    assert (last_json(again)["status"], last_json(again)["attempt"]) == ("succeeded", 2)
+    [row] = job_runs(db, JOB)
+    assert (row["status"], row["attempt"]) == ("succeeded", 2)
+
+
+@pytest.mark.parametrize("args", [
+    pytest.param((), id="no-subcommand"),
+    pytest.param(("history", "--limit", "0"), id="history-limit-0"),
+    pytest.param(("history", "--limit", "many"), id="history-limit-not-a-number"),
+    pytest.param(("pause", "no_such_job"), id="pause-unknown-job"),
+])
+def test_bad_usage_exits_2_before_connecting_without_a_traceback(offline_cli, args):
+    result = offline_cli(*args)
+
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip()
+
+
+# pause / resume ------------------------------------------------------------------------
+
+
+def test_paused_job_records_a_skipped_run_and_resume_lets_it_run(cli, db):
+    paused = cli("pause", JOB)
+    assert paused.returncode == 0, paused.stderr
+    assert paused.stdout.strip() == f"{JOB} paused"
+
+    skipped = cli("run-task", JOB, "--as-of", "2026-11-22T10:00:00Z")
+    assert skipped.returncode == 0, skipped.stderr
+    outcome = last_json(skipped)
+    assert (outcome["status"], outcome["reason"]) == ("skipped", "paused")
+    assert "result" not in outcome
+
+    again = cli("pause", JOB)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.strip() == f"{JOB} paused (already)"
+
+    resumed = cli("resume", JOB)
+    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stdout.strip() == f"{JOB} resumed"
+
+    ran = cli("run-task", JOB, "--as-of", "2026-11-22T10:05:00Z")
+    assert ran.returncode == 0, ran.stderr
+    assert last_json(ran)["status"] == "succeeded"
+    rows = job_runs(db, JOB)
+    assert [(r["status"], r["skip_reason"]) for r in rows] == [
+        ("skipped", "paused"), ("succeeded", None)]
+
+
+def test_resume_of_a_job_never_paused_says_already(cli):
+    result = cli("resume", JOB)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"{JOB} resumed (already)"
+
+
+# status / history ----------------------------------------------------------------------
+
+
+def test_status_json_lists_every_job_with_its_schedule_and_last_run(cli, db):
+    assert cli("run-task", JOB).returncode == 0
+    assert cli("pause", "log_rotation").returncode == 0
+
+    result = cli("status", "--json")
+
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert [row["job"] for row in rows] == list(JOBS)
+    now = datetime.now(UTC)
+    for row in rows:
+        job = JOBS[row["job"]]
+        assert row["cron"] == job.cron
+        assert row["timezone"] == "Asia/Kolkata"
+        next_run = datetime.fromisoformat(row["next_run"])
+        assert next_run.utcoffset() == timedelta(hours=5, minutes=30)
+        assert now < next_run <= now + timedelta(days=1, minutes=1)
+        assert row["paused"] is (row["job"] == "log_rotation")
+        assert row["last_status"] == ("succeeded" if row["job"] == JOB else None)
+    by_job = {row["job"]: row for row in rows}
+    assert by_job[JOB]["last_started"] is not None
+    assert isinstance(by_job[JOB]["last_duration"], float)
+
+
+def test_status_prints_a_table_of_every_job(cli):
+    result = cli("status")
+
+    assert result.returncode == 0, result.stderr
+    header, *lines = result.stdout.strip().splitlines()
+    assert header.split() == ["job", "cron", "timezone", "next_run", "paused", "last_status",
+                              "last_started", "last_duration"]
+    assert [line.split()[0] for line in lines] == list(JOBS)
+
+
+def test_history_shows_runs_newest_first_and_filters_by_job_and_limit(cli, db):
+    for job, as_of in (("presence_cleanup", "2026-11-22T10:00Z"),
+                       ("call_cleanup", "2026-11-22T10:00Z"),
+                       ("presence_cleanup", "2026-11-22T10:05Z")):
+        assert cli("run-task", job, "--as-of", as_of).returncode == 0
+
+    everything = cli("history", "--json")
+    assert everything.returncode == 0, everything.stderr
+    rows = json.loads(everything.stdout)
+    assert [(r["job"], r["scheduled_for"]) for r in rows] == [
+        ("presence_cleanup", "2026-11-22T15:35:00+05:30"),
+        ("call_cleanup", "2026-11-22T15:30:00+05:30"),
+        ("presence_cleanup", "2026-11-22T15:30:00+05:30"),
+    ]
+    assert all(r["status"] == "succeeded" and r["trigger"] == "cli" for r in rows)
+
+    one = cli("history", JOB, "--limit", "1", "--json")
+    assert one.returncode == 0, one.stderr
+    [row] = json.loads(one.stdout)
+    assert (row["job"], row["scheduled_for"]) == (JOB, "2026-11-22T15:35:00+05:30")
+
+    table = cli("history")
+    assert table.returncode == 0, table.stderr
+    header, *lines = table.stdout.strip().splitlines()
+    assert header.split()[:4] == ["started", "job", "scheduled_for", "status"]
+    assert [line.split()[1] for line in lines] == [r["job"] for r in rows]
+
+
+def test_history_of_an_empty_database_is_an_empty_list(cli):
+    result = cli("history", "--json")
+
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == []
+
+
+# --enqueue -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("job", ["coin_deduction", "presence_cleanup"])
+def test_run_task_enqueue_puts_the_message_on_the_jobs_redis_queue(cli, db, job):
+    result = cli("run-task", job, "--as-of", "2026-11-22T06:00:45Z", "--enqueue")
+
+    assert result.returncode == 0, result.stderr
+    outcome = last_json(result)
+    assert outcome["status"] == "enqueued"
+    assert outcome["job"] == job
+    assert outcome["scheduled_for"] == "2026-11-22T06:00:00+00:00"
+    message_id = outcome["message_id"]
+    queue = JOBS[job].queue
+    # The broker keys a queued message by a Redis id of its own (options.redis_message_id),
+    # so a retried message gets a new one; the body carries the Dramatiq message_id.
+    with redis.Redis.from_url(db.redis_url) as client:
+        [redis_id] = client.lrange(f"dramatiq:{queue}", 0, -1)
+        stored = client.hget(f"dramatiq:{queue}.msgs", redis_id)
+    assert stored is not None
+    message = json.loads(stored)
+    assert message["message_id"] == message_id
+    assert message["options"]["redis_message_id"] == redis_id.decode()
+    assert message["actor_name"] == job
+    assert message["queue_name"] == queue
+    assert message["args"] == []
+    assert datetime.fromisoformat(message["kwargs"]["scheduled_for"]) == \
+        datetime(2026, 11, 22, 6, 0, 45, tzinfo=UTC)
+    assert job_runs(db) == []
+
+
+# unreachable services, missing schema ---------------------------------------------------
+
+
+@pytest.mark.parametrize("args", [
+    pytest.param(("status",), id="status"),
+    pytest.param(("run-task", JOB), id="run-task"),
+    pytest.param(("history",), id="history"),
+    pytest.param(("pause", JOB), id="pause"),
+    pytest.param(("db", "init"), id="db-init"),
+])
+def test_database_unreachable_exits_3_with_one_line(offline_cli, args):
+    result = offline_cli(*args)
+
+    assert result.returncode == 3, (result.stdout, result.stderr)
+    assert "database unreachable" in one_error_line(result)
+    assert "127.0.0.1:1" in result.stderr
+
+
+@pytest.mark.parametrize("args", [
+    pytest.param(("status",), id="status"),
+    pytest.param(("run-task", JOB, "--enqueue"), id="run-task-enqueue"),
+])
+def test_redis_unreachable_exits_3_with_one_line(cli, db, args):
+    result = cli(*args, REDIS_URL=DEAD_REDIS)
+
+    assert result.returncode == 3, (result.stdout, result.stderr)
+    assert "redis unreachable" in one_error_line(result)
+    assert job_runs(db) == []
+
+
+def test_run_task_in_process_does_not_need_redis(cli, db):
+    result = cli("run-task", JOB, REDIS_URL=DEAD_REDIS)
+
+    assert result.returncode == 0, result.stderr
+    assert last_json(result)["status"] == "succeeded"
+    assert len(job_runs(db, JOB)) == 1
+
+
+@pytest.fixture
+def empty_database(db):
+    """The URL of a database without the schema; dropped afterwards."""
+    name = f"empty_{urlsplit(db.url).path.lstrip('/')}"
+    with psycopg.connect(db.url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    yield urlsplit(db.url)._replace(path=f"/{name}").geturl()
+    with psycopg.connect(db.url, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+def test_missing_schema_exits_3_until_db_init_which_is_idempotent(cli, empty_database):
+    for args in (("status",), ("history",), ("run-task", JOB)):
+        missing = cli(*args, DATABASE_URL=empty_database)
+        assert missing.returncode == 3, (args, missing.stdout, missing.stderr)
+        assert "db init" in one_error_line(missing)
+
+    first = cli("db", "init", DATABASE_URL=empty_database)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.strip() == "schema version 1 applied"
+
+    second = cli("db", "init", DATABASE_URL=empty_database)
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.strip() == "schema version 1 applied"
+
+    status = cli("status", "--json", DATABASE_URL=empty_database)
+    assert status.returncode == 0, status.stderr
+    assert [row["job"] for row in json.loads(status.stdout)] == list(JOBS)
+
+
+# settings ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("variable", "value"), [
+    ("APP_TIMEZONE", "Mars/Olympus"),
+    ("LOG_LEVEL", "loud"),
+    ("DATABASE_URL", "mysql://x"),
+    ("REDIS_URL", "http://x"),
+    ("PERIODIQ_SKIP_DELAY", "abc"),
+    ("DB_LOCK_TIMEOUT_MS", "-5"),
+    ("CATCH_UP_ON_BOOT", "perhaps"),
+    pytest.param("SENTRY_DSN", "not-a-dsn", marks=pytest.mark.xfail(strict=True, reason=(
+        "BUG workers/settings.py has no SENTRY_DSN validator: sentry_sdk.init in "
+        "workers/alerts.py init_sentry raises BadDsn at import: traceback, exit 1"))),
+    pytest.param("REDIS_URL", "redis://127.0.0.1:notaport/0",
+                 marks=pytest.mark.xfail(strict=True, reason=(
+                     "BUG workers/settings.py _redis_url checks only the scheme: "
+                     "RedisBroker(url=...) in workers/redis_broker.py create_broker raises "
+                     "ValueError at import: traceback, exit 1"))),
+])
+def test_bad_setting_exits_2_with_one_line_naming_it(offline_cli, variable, value):
+    result = offline_cli("status", **{variable: value})
+
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    line = one_error_line(result)
+    assert line.startswith(f"saathii-workers: invalid setting {variable}: "), line
+    assert result.stdout == ""

@@ -1,0 +1,128 @@
+"""The test session's real PostgreSQL and Redis.
+
+Both start before collection (the `workers` package reads its settings when first
+imported), in a temporary directory, on 127.0.0.1 and on a Unix socket. The schema is
+applied once to a template database; every test that asks for `db` gets a fresh clone
+of it (CREATE DATABASE ... TEMPLATE, a few milliseconds) and a flushed Redis.
+
+TEST_DATABASE_URL / TEST_REDIS_URL name outside servers instead (the database named must
+allow CREATE DATABASE); the embedded ones are only the default.
+"""
+
+import itertools
+import os
+import shutil
+import socket
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+
+SESSION: dict = {}
+TEMPLATE = "saathii_template"
+
+
+def pytest_configure(config):
+    directory = Path(tempfile.mkdtemp(prefix="saathii-test-"))
+    SESSION["directory"] = directory
+    admin_url = (os.environ.get("TEST_DATABASE_URL")
+                 or f"postgresql://postgres@127.0.0.1:{_free_port()}/saathii")
+    redis_url = os.environ.get("TEST_REDIS_URL") or f"redis://127.0.0.1:{_free_port()}/0"
+    SESSION["admin_url"], SESSION["redis_url"] = admin_url, redis_url
+    template_url = _with_dbname(admin_url, TEMPLATE)
+    # What every process of the session (and its subprocesses) reads when it first imports
+    # the workers package: so set before anything imports it.
+    os.environ.update({
+        "DATABASE_URL": template_url, "REDIS_URL": redis_url, "APP_TIMEZONE": "Asia/Kolkata",
+        "CATCH_UP_ON_BOOT": "false", "LOG_LEVEL": "INFO",
+    })
+    for variable in ("SENTRY_DSN", "LOG_DIR", "PERIODIQ_SKIP_DELAY"):
+        os.environ.pop(variable, None)
+
+    from workers.db import apply_schema
+    from workers.embedded import EmbeddedPostgres, EmbeddedRedis
+
+    if not os.environ.get("TEST_DATABASE_URL"):
+        port = psycopg.conninfo.conninfo_to_dict(admin_url)["port"]
+        SESSION["postgres"] = EmbeddedPostgres(directory / "postgres", port=int(port),
+                                               durable=False)
+        SESSION["postgres"].start()
+    if not os.environ.get("TEST_REDIS_URL"):
+        port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
+        SESSION["redis"] = EmbeddedRedis(directory / "redis", port=port)
+        SESSION["redis"].start()
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {TEMPLATE}")
+        conn.execute(f"CREATE DATABASE {TEMPLATE}")
+    with psycopg.connect(template_url, autocommit=True, row_factory=dict_row) as conn:
+        apply_schema(conn)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pytest_unconfigure(config):
+    if "redis" in SESSION:
+        SESSION["redis"].stop()
+    if "postgres" in SESSION:
+        SESSION["postgres"].stop("immediate")
+    if "directory" in SESSION:
+        shutil.rmtree(SESSION["directory"], ignore_errors=True)
+
+
+def _with_dbname(url: str, dbname: str) -> str:
+    """The same postgresql:// URL naming another database."""
+    return urlsplit(url)._replace(path=f"/{dbname}").geturl()
+
+
+_numbers = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class TestDatabase:
+    url: str
+    redis_url: str
+
+    def connect(self) -> psycopg.Connection:
+        return psycopg.connect(self.url, autocommit=True, row_factory=dict_row)
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """The environment a subprocess (CLI, dramatiq, periodiq) needs to use this database."""
+        return {**os.environ, "DATABASE_URL": self.url, "REDIS_URL": self.redis_url, **extra}
+
+
+@pytest.fixture
+def db():
+    """A fresh database with the schema, made the workers' runtime database; Redis flushed."""
+    import redis
+
+    from workers import runtime
+
+    name = f"test_{os.getpid()}_{next(_numbers)}"
+    with psycopg.connect(SESSION["admin_url"], autocommit=True) as conn:
+        # FILE_COPY (PostgreSQL 15+) clones a small database about twice as fast.
+        strategy = " STRATEGY FILE_COPY" if conn.info.server_version >= 150000 else ""
+        conn.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}{strategy}")
+    with redis.Redis.from_url(SESSION["redis_url"]) as client:
+        client.flushall()
+    database = TestDatabase(url=_with_dbname(SESSION["admin_url"], name),
+                            redis_url=SESSION["redis_url"])
+    settings = runtime.current().settings
+    runtime.configure(settings.model_copy(update={"database_url": database.url}))
+    yield database
+    runtime.configure(settings)
+    with psycopg.connect(SESSION["admin_url"], autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def conn(db):
+    with db.connect() as connection:
+        yield connection

@@ -1,0 +1,100 @@
+"""The missed-run policy on a real PostgreSQL, with explicit logical times."""
+
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from zoneinfo import ZoneInfo
+
+from workers.actors import WORK
+from workers.catchup import catch_up, missed_slots
+from workers.runs import RunOptions, Status, run_job
+from workers.schedule import JOBS, MissedRuns
+
+IST = ZoneInfo("Asia/Kolkata")
+OPTIONS = RunOptions(timezone=IST, lock_timeout_ms=2000, abandon_grace=timedelta(seconds=60))
+NOW = datetime(2026, 11, 22, 10, 0, tzinfo=IST)
+BADGES = datetime(2026, 11, 22, 0, 1, tzinfo=IST)  # today's badge_assignment slot
+LOGS = datetime(2026, 11, 22, 1, 0, tzinfo=IST)  # today's log_rotation slot
+
+
+def missed(conn, now=NOW):
+    return {name: slot for name, slot in missed_slots(conn, JOBS.values(), now, IST)}
+
+
+def record(conn, job, slot, status, attempt=1, **extra):
+    columns = {"job": job, "scheduled_for": slot, "status": status, "attempt": attempt, **extra}
+    conn.execute(f"INSERT INTO job_runs ({', '.join(columns)})"
+                 f" VALUES ({', '.join(['%s'] * len(columns))})", list(columns.values()))
+
+
+def test_only_jobs_whose_policy_asks_are_caught_up():
+    assert {job.name for job in JOBS.values() if job.missed is MissedRuns.LATEST} \
+        == {"badge_assignment", "log_rotation"}
+
+
+def test_the_latest_slot_of_a_job_that_never_ran_is_missed(conn):
+    assert missed(conn) == {"badge_assignment": BADGES, "log_rotation": LOGS}
+
+
+def test_days_of_missed_slots_coalesce_into_the_latest_one(conn):
+    record(conn, "badge_assignment", BADGES - timedelta(days=3), "succeeded")
+    assert missed(conn)["badge_assignment"] == BADGES
+
+
+def test_a_succeeded_slot_is_not_missed(conn):
+    record(conn, "badge_assignment", BADGES, "succeeded")
+    assert missed(conn) == {"log_rotation": LOGS}
+
+
+def test_a_skipped_slot_is_missed(conn):
+    record(conn, "badge_assignment", BADGES, "skipped", skip_reason="locked")
+    assert "badge_assignment" in missed(conn)
+
+
+def test_a_failed_slot_is_missed_while_attempts_remain(conn):
+    attempts = 1 + JOBS["badge_assignment"].max_retries
+    record(conn, "badge_assignment", BADGES, "failed", attempt=attempts - 1)
+    record(conn, "log_rotation", LOGS, "failed", attempt=1 + JOBS["log_rotation"].max_retries)
+    assert missed(conn) == {"badge_assignment": BADGES}
+
+
+def test_a_paused_job_waits_for_its_resume(conn):
+    conn.execute("INSERT INTO job_settings (job, paused) VALUES ('badge_assignment', true)")
+    assert "badge_assignment" not in missed(conn)
+
+
+def test_a_running_slot_is_missed_only_once_abandoned(db, conn):
+    with db.connect() as owner:
+        alive = owner.execute("SELECT pid, backend_start FROM pg_stat_activity"
+                              " WHERE pid = pg_backend_pid()").fetchone()
+        record(conn, "badge_assignment", BADGES, "running", backend_pid=alive["pid"],
+               backend_start=alive["backend_start"],
+               deadline=datetime.now(UTC) + timedelta(hours=1))  # a real-time lease
+        assert "badge_assignment" not in missed(conn)
+    # its owner's session is gone now
+    assert missed(conn)["badge_assignment"] == BADGES
+    assert conn.execute("SELECT status FROM job_runs WHERE job = 'badge_assignment'"
+                        ).fetchone()["status"] == "abandoned"
+
+
+def test_a_slot_is_not_missed_before_its_own_message_had_time(conn):
+    record(conn, "badge_assignment", BADGES - timedelta(days=1), "succeeded")
+    just_after = BADGES + timedelta(minutes=1)
+    assert "badge_assignment" not in missed(conn, now=just_after)
+    assert missed(conn, now=BADGES + timedelta(minutes=3))["badge_assignment"] == BADGES
+
+
+def test_the_catch_up_run_asks_for_each_missed_slot_once(conn):
+    sent = []
+    work = partial(catch_up, send=lambda name, slot: sent.append((name, slot)))
+
+    first = run_job(conn, JOBS["catch_up"], work, NOW, OPTIONS)
+    assert first.status is Status.SUCCEEDED
+    assert sorted(sent) == [("badge_assignment", BADGES.astimezone(UTC)),
+                            ("log_rotation", LOGS.astimezone(UTC))]
+    for name, slot in sent:  # the workers run what was sent
+        assert run_job(conn, JOBS[name], WORK[name], slot, OPTIONS).status is Status.SUCCEEDED
+
+    sent.clear()
+    later = run_job(conn, JOBS["catch_up"], work, NOW + timedelta(minutes=1), OPTIONS)
+    assert later.status is Status.SUCCEEDED and later.result == {"missed": []}
+    assert sent == []

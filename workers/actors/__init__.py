@@ -1,0 +1,115 @@
+"""Dramatiq actors, one module per area. Each is a thin shell made by `job_actor` from a
+job of the table and a work function: it validates its message, opens the run (logical
+time, dedupe, lock, record) and calls the work.
+
+A message may carry one keyword argument, `scheduled_for` (ISO 8601 with a timezone);
+without it the slot is periodiq's `scheduled_at` option, or the time of delivery for a
+message sent by hand. Anything else is refused: the message fails without retries and
+goes to Dramatiq's dead-letter queue, having written nothing.
+"""
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import dramatiq
+from dramatiq.middleware import CurrentMessage
+from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError
+
+from workers import runtime
+from workers.errors import UsageError, WorkersError
+from workers.periodic import Periodic
+from workers.runs import Status, Work, run_job
+from workers.schedule import get_job
+
+log = logging.getLogger(__name__)
+
+#: Retry backoff of a failed run (milliseconds). Short, because periodiq drops retries of a
+#: scheduled message once it is older than its skip delay; the catch-up covers the rest.
+MIN_BACKOFF_MS = 2_000
+MAX_BACKOFF_MS = 10_000
+#: Dramatiq's time limit exceeds the job's by this much, so the database's
+#: statement_timeout, which rolls back cleanly, normally fires first (milliseconds).
+TIME_LIMIT_MARGIN_MS = 5_000
+
+#: The work function of every job, by name: the CLI runs jobs in-process through these.
+WORK: dict[str, Work] = {}
+
+
+class InvalidMessage(UsageError):
+    """A message the actor cannot run: dead-lettered, never retried."""
+
+
+class JobFailed(WorkersError):
+    """The run failed; raised so Dramatiq retries it and Sentry hears of it."""
+
+
+class JobMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    scheduled_for: AwareDatetime | None = None
+
+
+def parse_message(args: tuple, kwargs: dict) -> JobMessage:
+    if args:
+        raise InvalidMessage(f"positional arguments are not accepted: {len(args)} given")
+    try:
+        return JobMessage.model_validate(kwargs)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "message"
+        raise InvalidMessage(f"invalid {where}: {first['msg']}") from None
+
+
+def slot_and_trigger(request: JobMessage, message: dramatiq.Message | None) -> tuple:
+    """Where the run's logical time comes from, and what triggered it."""
+    options = message.options if message is not None else {}
+    retried = bool(options.get("retries"))
+    if request.scheduled_for is not None:
+        return request.scheduled_for, "retry" if retried else "enqueued"
+    if "scheduled_at" in options:
+        try:
+            scheduled_at = datetime.fromisoformat(options["scheduled_at"])
+        except (TypeError, ValueError):
+            raise InvalidMessage(f"bad scheduled_at: {options['scheduled_at']!r}") from None
+        if scheduled_at.tzinfo is None:
+            raise InvalidMessage(f"scheduled_at has no timezone: {options['scheduled_at']!r}")
+        return scheduled_at, "retry" if retried else "schedule"
+    return datetime.now(UTC), "enqueued"
+
+
+def current_timezone():
+    return runtime.current().settings.timezone
+
+
+def job_actor(name: str, work: Work) -> dramatiq.Actor:
+    """The Dramatiq actor of the job `name`, declared from its row in the job table."""
+    job = get_job(name)
+
+    def perform(*args: Any, **kwargs: Any) -> dict:
+        message = CurrentMessage.get_current_message()
+        scheduled_for, trigger = slot_and_trigger(parse_message(args, kwargs), message)
+        current = runtime.current()
+        with current.pool.connection() as conn:
+            outcome = run_job(conn, job, work, scheduled_for, current.run_options,
+                              trigger=trigger,
+                              message_id=message.message_id if message else None)
+        log.info("%s %s: %s", name, outcome.scheduled_for.isoformat(), outcome.as_json())
+        if outcome.status is Status.FAILED:
+            raise JobFailed(f"{name} {outcome.scheduled_for.isoformat()}: {outcome.error}") \
+                from outcome.exception
+        return outcome.as_json()
+
+    perform.__name__ = perform.__qualname__ = name
+    WORK[name] = work
+    return dramatiq.actor(
+        perform,
+        actor_name=name,
+        queue_name=job.queue,
+        periodic=Periodic(job.cron, current_timezone()),
+        time_limit=int(job.time_limit.total_seconds() * 1000) + TIME_LIMIT_MARGIN_MS,
+        max_retries=job.max_retries,
+        min_backoff=MIN_BACKOFF_MS,
+        max_backoff=MAX_BACKOFF_MS,
+        throws=(InvalidMessage,),
+    )

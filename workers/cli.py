@@ -1,0 +1,223 @@
+"""`python -m workers`: the operator's command line.
+
+Exit codes: 0 done (a skipped or duplicate run included), 1 the job failed, 2 bad usage,
+3 a service is unreachable or the schema is missing. Errors are one line on stderr.
+"""
+
+import argparse
+import json
+import sys
+from datetime import UTC, date, datetime, time
+from zoneinfo import ZoneInfo
+
+import redis
+
+from workers import cron
+from workers.db import apply_schema, connect, queries, schema_version
+from workers.errors import RedisUnavailable, SchemaMissing, Unavailable, UsageError
+from workers.runs import Status, run_job, slot_of
+from workers.runtime import run_options
+from workers.schedule import JOBS
+from workers.settings import Settings
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
+#: How long to wait for Redis before calling it unreachable (seconds).
+REDIS_TIMEOUT = 5
+
+
+def parse_as_of(text: str, timezone: ZoneInfo) -> datetime:
+    """ISO 8601 instant; a date means its local midnight, a naive time is local time."""
+    try:
+        if len(text) == 10:
+            return datetime.combine(date.fromisoformat(text), time(), timezone)
+        instant = datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(f"invalid --as-of {text!r}: expected ISO 8601, "
+                         "like 2026-11-22 or 2026-11-22T00:01:00+05:30") from None
+    return instant if instant.tzinfo else instant.replace(tzinfo=timezone)
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m workers",
+                                     description="Operate Saathii's background workers.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    db = commands.add_parser("db", help="database schema")
+    db.add_argument("action", choices=["init"], help="init: apply db/schema.sql (idempotent)")
+
+    run = commands.add_parser("run-task", help="run one job now, in this process")
+    run.add_argument("job", choices=list(JOBS), metavar="JOB",
+                     help=f"one of: {', '.join(JOBS)}")
+    run.add_argument("--as-of", help="logical time of the run, ISO 8601 (default: now)")
+    run.add_argument("--enqueue", action="store_true",
+                     help="send it to the workers through Redis instead of running it here")
+
+    status = commands.add_parser("status", help="each job's schedule and last run")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+
+    history = commands.add_parser("history", help="recent runs, newest first")
+    history.add_argument("job", nargs="?", choices=list(JOBS), metavar="JOB")
+    history.add_argument("--limit", type=int, default=20, help="rows to show (default 20)")
+    history.add_argument("--json", action="store_true", help="machine-readable output")
+
+    for name, text in (("pause", "skip a job's runs until resumed"),
+                       ("resume", "let a paused job run again")):
+        command = commands.add_parser(name, help=text)
+        command.add_argument("job", choices=list(JOBS), metavar="JOB",
+                             help=f"one of: {', '.join(JOBS)}")
+    return parser
+
+
+def main(argv: list[str] | None = None, settings: Settings | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    if settings is None:
+        import workers  # the entry point: settings, broker and actors
+
+        settings = workers.settings
+    try:
+        return COMMANDS[args.command](args, settings)
+    except UsageError as error:
+        print(f"saathii-workers: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except (Unavailable, SchemaMissing) as error:
+        print(f"saathii-workers: {error}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+
+
+def db_command(args, settings: Settings) -> int:
+    with connect(settings.database_url, autocommit=True) as conn:
+        version = apply_schema(conn)
+    print(f"schema version {version} applied")
+    return EXIT_OK
+
+
+def run_task(args, settings: Settings) -> int:
+    from workers.actors import WORK
+
+    as_of = (parse_as_of(args.as_of, settings.timezone) if args.as_of
+             else datetime.now(UTC))
+    if args.enqueue:
+        return enqueue(args.job, as_of, settings)
+    with connect(settings.database_url, autocommit=True) as conn:
+        schema_version(conn)
+        outcome = run_job(conn, JOBS[args.job], WORK[args.job], as_of, run_options(settings),
+                          trigger="cli")
+    print(json.dumps(outcome.as_json()))
+    return EXIT_FAILED if outcome.status is Status.FAILED else EXIT_OK
+
+
+def enqueue(name: str, as_of: datetime, settings: Settings) -> int:
+    import dramatiq
+
+    check_redis(settings)
+    message = dramatiq.get_broker().get_actor(name).send_with_options(
+        kwargs={"scheduled_for": as_of.isoformat()})
+    print(json.dumps({"job": name, "scheduled_for": slot_of(as_of).isoformat(),
+                      "status": "enqueued",
+                      "message_id": message.message_id}))
+    return EXIT_OK
+
+
+def check_redis(settings: Settings) -> None:
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=REDIS_TIMEOUT,
+                                  socket_connect_timeout=REDIS_TIMEOUT)
+    try:
+        client.ping()
+    except (redis.ConnectionError, redis.TimeoutError, OSError) as error:
+        raise RedisUnavailable(f"redis unreachable at {describe_redis(settings.redis_url)}: "
+                               f"{error}") from error
+    finally:
+        client.close()
+
+
+def describe_redis(url: str) -> str:
+    return url.split("@")[-1]  # never print a password
+
+
+def status(args, settings: Settings) -> int:
+    sql = queries("runs.sql")
+    with connect(settings.database_url, autocommit=True) as conn:
+        schema_version(conn)
+        last = {row["job"]: row for row in conn.execute(sql["latest_runs"])}
+        paused = {row["job"] for row in conn.execute(sql["paused_jobs"])}
+    check_redis(settings)
+    now = datetime.now(UTC)
+    rows = []
+    for job in JOBS.values():
+        run = last.get(job.name)
+        rows.append({
+            "job": job.name, "cron": job.cron, "timezone": settings.app_timezone,
+            "next_run": local(cron.next_after(job.cron, settings.timezone, now), settings),
+            "paused": job.name in paused,
+            "last_status": run["status"] if run else None,
+            "last_started": local(run["started_at"], settings) if run else None,
+            "last_duration": seconds(run["duration"]) if run else None,
+        })
+    if args.json:
+        print(json.dumps(rows))
+    else:
+        print_table(rows, ["job", "cron", "timezone", "next_run", "paused", "last_status",
+                           "last_started", "last_duration"])
+    return EXIT_OK
+
+
+def history(args, settings: Settings) -> int:
+    if args.limit < 1:
+        raise UsageError("--limit must be at least 1")
+    with connect(settings.database_url, autocommit=True) as conn:
+        schema_version(conn)
+        runs = conn.execute(queries("runs.sql")["history"],
+                            {"job": args.job, "limit": args.limit}).fetchall()
+    rows = [{
+        "started": local(run["started_at"], settings), "job": run["job"],
+        "scheduled_for": local(run["scheduled_for"], settings), "status": run["status"],
+        "attempt": run["attempt"], "trigger": run["trigger"],
+        "duration": seconds(run["duration"]), "where": f"{run['host']}:{run['pid']}",
+        "detail": run["error"] or run["skip_reason"] or run["result"],
+    } for run in runs]
+    if args.json:
+        print(json.dumps(rows, default=str))
+    else:
+        print_table(rows, ["started", "job", "scheduled_for", "status", "attempt", "trigger",
+                           "duration", "where", "detail"])
+    return EXIT_OK
+
+
+def set_paused(args, settings: Settings) -> int:
+    paused = args.command == "pause"
+    with connect(settings.database_url, autocommit=True) as conn:
+        schema_version(conn)
+        was = conn.execute(queries("runs.sql")["set_paused"],
+                           {"job": args.job, "paused": paused}).fetchone()["was_paused"]
+    state = "paused" if paused else "resumed"
+    already = " (already)" if bool(was) == paused else ""
+    print(f"{args.job} {state}{already}")
+    return EXIT_OK
+
+
+def local(instant: datetime | None, settings: Settings) -> str | None:
+    if instant is None:
+        return None
+    return instant.astimezone(settings.timezone).isoformat(timespec="seconds")
+
+
+def seconds(duration) -> float | None:
+    return None if duration is None else round(duration.total_seconds(), 3)
+
+
+def print_table(rows: list[dict], columns: list[str]) -> None:
+    def cell(value) -> str:
+        if value is None:
+            return "-"
+        text = json.dumps(value) if isinstance(value, dict) else str(value)
+        return text if len(text) <= 60 else text[:57] + "..."
+
+    table = [columns] + [[cell(row[c]) for c in columns] for row in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
+    for line in table:
+        cells = (value.ljust(width) for value, width in zip(line, widths, strict=True))
+        print("  ".join(cells).rstrip())
+
+
+COMMANDS = {"db": db_command, "run-task": run_task, "status": status, "history": history,
+            "pause": set_paused, "resume": set_paused}

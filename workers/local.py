@@ -1,0 +1,130 @@
+"""The local all-in-one behind `make run`, `make db` and the other make targets.
+
+    python -m workers.local up              start what is missing, apply the schema, print the URLs
+    python -m workers.local down            stop the embedded servers
+    python -m workers.local exec -- CMD...  run CMD against them
+    python -m workers.local run             up, then the Dramatiq workers and the periodiq
+                                            scheduler in the foreground; Ctrl-C stops all
+
+When DATABASE_URL or REDIS_URL is set, that service is used as it is and nothing is
+started for it; otherwise an embedded server under DATA_DIR (default .data/) is started,
+or reused when it already runs.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from workers.embedded import EmbeddedPostgres, EmbeddedRedis
+
+DATA_DIR = Path(os.environ.get("DATA_DIR", ".data"))
+#: Dramatiq worker processes and threads per process for `make run`.
+WORKER_PROCESSES = os.environ.get("WORKER_PROCESSES", "2")
+WORKER_THREADS = os.environ.get("WORKER_THREADS", "4")
+#: How long Ctrl-C waits for the workers to finish their current runs (seconds).
+STOP_TIMEOUT = 60
+
+
+def embedded_postgres() -> EmbeddedPostgres:
+    return EmbeddedPostgres(DATA_DIR / "postgres")
+
+
+def embedded_redis() -> EmbeddedRedis:
+    return EmbeddedRedis(DATA_DIR / "redis", appendonly=True)
+
+
+def services() -> tuple[dict[str, str], list]:
+    """The environment naming both services, and the embedded servers this call started."""
+    env = dict(os.environ)
+    started = []
+    for variable, server in (("DATABASE_URL", embedded_postgres),
+                             ("REDIS_URL", embedded_redis)):
+        if not env.get(variable):
+            embedded = server()
+            was_running = embedded.running()
+            env[variable] = embedded.start()
+            if not was_running:
+                started.append(embedded)
+    return env, started
+
+
+def apply_schema(env: dict[str, str]) -> None:
+    subprocess.run([sys.executable, "-m", "workers", "db", "init"], env=env, check=True)
+
+
+def up() -> int:
+    env, _ = services()
+    apply_schema(env)
+    print(f"DATABASE_URL={env['DATABASE_URL']}")
+    print(f"REDIS_URL={env['REDIS_URL']}")
+    return 0
+
+
+def down() -> int:
+    embedded_postgres().stop()
+    embedded_redis().stop()
+    return 0
+
+
+def run_command(command: list[str]) -> int:
+    env, _ = services()
+    apply_schema(env)
+    return subprocess.run(command, env=env).returncode
+
+
+def run() -> int:
+    env, started = services()
+    apply_schema(env)
+    bin_dir = Path(sys.executable).parent
+    children = [
+        subprocess.Popen([str(bin_dir / "dramatiq"), "workers", "--processes", WORKER_PROCESSES,
+                          "--threads", WORKER_THREADS], env=env),
+        subprocess.Popen([str(bin_dir / "periodiq"), "workers"], env=env),
+    ]
+    print(f"workers and scheduler running (Ctrl-C stops them); DATABASE_URL={env['DATABASE_URL']}"
+          f" REDIS_URL={env['REDIS_URL']}", flush=True)
+    code = 0
+    try:
+        while all(child.poll() is None for child in children):
+            try:
+                children[0].wait(timeout=1)
+            except subprocess.TimeoutExpired:
+                pass
+        code = next(child.returncode for child in children if child.poll() is not None) or 1
+        print("a child process exited; stopping the others", file=sys.stderr)
+    except KeyboardInterrupt:
+        pass  # the terminal sent SIGINT to the children too
+    finally:
+        stop(children)
+        for server in started:
+            server.stop()
+    return code
+
+
+def stop(children: list[subprocess.Popen]) -> None:
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    for child in children:
+        try:
+            child.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["exec"] and len(argv) > 1:
+        command = argv[2:] if argv[1] == "--" else argv[1:]
+        return run_command(command)
+    actions = {"up": up, "down": down, "run": run}
+    if len(argv) != 1 or argv[0] not in actions:
+        print(__doc__, file=sys.stderr)
+        return 2
+    return actions[argv[0]]()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

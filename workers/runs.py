@@ -1,0 +1,213 @@
+"""The run contract: how every job runs, from periodiq, a retry, the catch-up, the CLI or
+a test alike.
+
+1. Logical time. A run is for one slot, `scheduled_for` (a whole minute); the work
+   computes with it, never with the wall clock.
+2. Dedupe. The run claims its (job, slot) row in job_runs. A slot that succeeded or is
+   running elsewhere cannot be claimed: the second message does nothing. A slot whose
+   attempt failed, was skipped or was abandoned is claimed again as attempt + 1.
+3. Singleton. The work runs in one transaction that first takes the job's advisory lock
+   with pg_try_advisory_xact_lock: a crash or a lost connection releases the lock and
+   rolls the writes back together. Lock held elsewhere: the run is skipped, never waits.
+4. Record. The row goes running -> succeeded (committed with the work) / failed / skipped,
+   with its result, error or reason and its duration.
+5. Pause. A paused job records a skipped run and does nothing.
+"""
+
+import json
+import logging
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from enum import StrEnum
+from zoneinfo import ZoneInfo
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from workers.db import queries
+from workers.schedule import LOCK_NAMESPACE, Job
+
+log = logging.getLogger(__name__)
+
+
+class Status(StrEnum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    #: Not a run: the slot was already taken, nothing was done or recorded.
+    DUPLICATE = "duplicate"
+
+
+@dataclass
+class RunContext:
+    """What a job's work function gets besides its connection."""
+
+    job: Job
+    scheduled_for: datetime
+    timezone: ZoneInfo
+    attempt: int
+    params: dict
+    _after_commit: list[Callable[[], None]] = field(default_factory=list, repr=False)
+
+    @property
+    def local_time(self) -> datetime:
+        """The slot on the business's clock (APP_TIMEZONE)."""
+        return self.scheduled_for.astimezone(self.timezone)
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run `callback` once the work has committed (e.g. Redis writes). Its failure is
+        logged and never undoes the committed work."""
+        self._after_commit.append(callback)
+
+
+Work = Callable[[psycopg.Connection, RunContext], dict]
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    job: str
+    scheduled_for: datetime
+    status: Status
+    attempt: int | None = None
+    result: dict | None = None
+    error: str | None = None
+    reason: str | None = None
+    exception: BaseException | None = field(default=None, repr=False, compare=False)
+
+    def as_json(self) -> dict:
+        fields = {"job": self.job, "scheduled_for": self.scheduled_for.isoformat(),
+                  "status": str(self.status), "attempt": self.attempt, "result": self.result,
+                  "error": self.error, "reason": self.reason}
+        return {key: value for key, value in fields.items() if value is not None}
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunOptions:
+    """Settings the contract needs, passed down from the entry point."""
+
+    timezone: ZoneInfo
+    lock_timeout_ms: int
+    abandon_grace: timedelta
+
+
+class _LockHeld(Exception):
+    pass
+
+
+def slot_of(instant: datetime) -> datetime:
+    """The slot an instant belongs to: its whole minute, in UTC. Naive times are refused:
+    a slot is an instant, and a naive time is not one."""
+    if instant.tzinfo is None or instant.utcoffset() is None:
+        raise ValueError(f"scheduled_for must carry a timezone: {instant.isoformat()}")
+    return instant.astimezone(UTC).replace(second=0, microsecond=0)
+
+
+def run_job(conn: psycopg.Connection, job: Job, work: Work, scheduled_for: datetime,
+            options: RunOptions, *, trigger: str = "schedule",
+            message_id: str | None = None) -> RunOutcome:
+    """Run `work` for `job`'s slot at `scheduled_for` under the contract above.
+    `conn` must be in autocommit mode; the work's transaction is opened here."""
+    slot = slot_of(scheduled_for)
+    sql = queries("runs.sql")
+
+    conn.execute(sql["mark_abandoned"], {"jobs": [job.name]})
+    claimed = conn.execute(sql["claim"], {
+        "job": job.name, "scheduled_for": slot, "trigger": trigger, "message_id": message_id,
+        "deadline": job.time_limit + options.abandon_grace,
+        "host": socket.gethostname(), "pid": os.getpid(),
+    }).fetchone()
+    if claimed is None:
+        return _duplicate(conn, job, slot)
+    run_id, attempt = claimed["run_id"], claimed["attempt"]
+
+    def outcome(status: Status, **details) -> RunOutcome:
+        return RunOutcome(job=job.name, scheduled_for=slot, status=status, attempt=attempt,
+                          **details)
+
+    controls = conn.execute(sql["job_settings"], {"job": job.name}).fetchone() or {}
+    if controls.get("paused"):
+        _finish(conn, run_id, Status.SKIPPED, skip_reason="paused")
+        return outcome(Status.SKIPPED, reason="paused")
+
+    context = RunContext(job=job, scheduled_for=slot, timezone=options.timezone,
+                         attempt=attempt, params=dict(controls.get("overrides") or {}))
+    try:
+        with conn.transaction():
+            locked = conn.execute(sql["begin_work"], {
+                "statement_timeout": str(_ms(job.time_limit)),
+                "lock_timeout": str(options.lock_timeout_ms),
+                "namespace": LOCK_NAMESPACE, "lock_id": job.lock_id,
+            }).fetchone()["locked"]
+            if not locked:
+                raise _LockHeld
+            result = _json_safe(work(conn, context))
+            _finish(conn, run_id, Status.SUCCEEDED, result=result)
+    except _LockHeld:
+        reason = f"locked: another run of {job.name} holds its lock"
+        _finish(conn, run_id, Status.SKIPPED, skip_reason=reason)
+        return outcome(Status.SKIPPED, reason=reason)
+    except Exception as error:
+        message = f"{type(error).__name__}: {error}".strip()
+        log.exception("%s %s attempt %d failed", job.name, slot.isoformat(), attempt)
+        _record_failure(conn, run_id, message)
+        return outcome(Status.FAILED, error=message, exception=error)
+
+    for callback in context._after_commit:
+        try:
+            callback()
+        except Exception:
+            log.exception("%s %s: after-commit step failed; a later run repairs it",
+                          job.name, slot.isoformat())
+    return outcome(Status.SUCCEEDED, result=result)
+
+
+def _duplicate(conn: psycopg.Connection, job: Job, slot: datetime) -> RunOutcome:
+    row = conn.execute(queries("runs.sql")["last_attempt"],
+                       {"job": job.name, "scheduled_for": slot}).fetchone()
+    if row is None:  # the row vanished between claim and read: report, do nothing
+        reason = "duplicate: slot taken concurrently"
+    else:
+        reason = (f"duplicate: slot already {row['status']} "
+                  f"(attempt {row['attempt']}, {row['host']} pid {row['pid']})")
+    return RunOutcome(job=job.name, scheduled_for=slot, status=Status.DUPLICATE, reason=reason)
+
+
+def _finish(conn: psycopg.Connection, run_id: int, status: Status, *, result: dict | None = None,
+            error: str | None = None, skip_reason: str | None = None) -> None:
+    conn.execute(queries("runs.sql")["finish"], {
+        "run_id": run_id, "status": str(status),
+        "result": None if result is None else Jsonb(result),
+        "error": error, "skip_reason": skip_reason,
+    })
+
+
+def _record_failure(conn: psycopg.Connection, run_id: int, message: str) -> None:
+    """Best effort: on a lost connection the row stays 'running' and is later recognised
+    as abandoned, which the next claim treats like a failure."""
+    try:
+        _finish(conn, run_id, Status.FAILED, error=message)
+    except psycopg.Error:
+        log.warning("could not record the failure of run %d: database unreachable", run_id)
+
+
+def _json_safe(result: dict) -> dict:
+    """The result as it is recorded: JSON, times in ISO 8601, money as exact strings."""
+    if not isinstance(result, dict):
+        raise TypeError(f"a job's work must return a dict, not {type(result).__name__}")
+    return json.loads(json.dumps(result, default=_json_value))
+
+
+def _json_value(value: object) -> str:
+    if isinstance(value, date):  # datetime included
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    raise TypeError(f"a job's result cannot hold a {type(value).__name__}")
+
+
+def _ms(duration: timedelta) -> int:
+    return int(duration.total_seconds() * 1000)

@@ -1,0 +1,98 @@
+"""Settings, read once from the environment (and an optional .env) at the entry point.
+
+A bad value stops the process with one line naming the variable and why (exit 2):
+see `load_settings`.
+"""
+
+import sys
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATABASE_URL = "postgresql://localhost:5432/saathii"
+DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+DEFAULT_TIMEZONE = "Asia/Kolkata"
+#: periodiq drops a scheduled message older than this when a worker picks it up (seconds).
+DEFAULT_SKIP_DELAY = 30
+#: Longest any single SQL statement may wait for a row or table lock (milliseconds).
+DEFAULT_LOCK_TIMEOUT_MS = 5_000
+#: Grace after a run's time limit before a 'running' row counts as abandoned (seconds).
+DEFAULT_ABANDON_GRACE = 60
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    database_url: str = DEFAULT_DATABASE_URL
+    redis_url: str = DEFAULT_REDIS_URL
+    app_timezone: str = DEFAULT_TIMEZONE
+    sentry_dsn: str | None = None
+    sentry_environment: str = "production"
+    log_level: str = "INFO"
+    log_dir: Path | None = None
+    periodiq_skip_delay: int = Field(DEFAULT_SKIP_DELAY, ge=1, description="seconds")
+    db_lock_timeout_ms: int = Field(DEFAULT_LOCK_TIMEOUT_MS, ge=1)
+    abandon_grace_seconds: int = Field(DEFAULT_ABANDON_GRACE, ge=0)
+    catch_up_on_boot: bool = True
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_url(cls, value: str) -> str:
+        if not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must be a postgresql:// URL")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
+
+    @field_validator("app_timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown timezone {value!r} (use an IANA name like Asia/Kolkata)") from None
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = str(value).upper()
+        if level not in LOG_LEVELS:
+            raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
+        return level
+
+    @field_validator("sentry_dsn", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value):
+        return value or None
+
+    @property
+    def timezone(self) -> ZoneInfo:
+        return ZoneInfo(self.app_timezone)
+
+
+def describe(error: ValidationError) -> str:
+    """One line naming the first bad variable and why."""
+    first = error.errors()[0]
+    name = str(first["loc"][0]).upper() if first["loc"] else "settings"
+    reason = first["msg"].removeprefix("Value error, ")
+    return f"invalid setting {name}: {reason}"
+
+
+def load_settings() -> Settings:
+    """The settings, or exit 2 with one line on stderr: never a traceback."""
+    try:
+        return Settings()
+    except ValidationError as error:
+        print(f"saathii-workers: {describe(error)}", file=sys.stderr)
+        raise SystemExit(2) from None
