@@ -27,11 +27,22 @@ def init_sentry(settings: Settings) -> bool:
 
 
 def strip_message_arguments(event: dict, hint: dict) -> dict:
-    """Keep the message's identity and schedule, drop its arguments."""
+    """Keep the message's identity and schedule, drop its arguments wherever Dramatiq put
+    them: the integration's message context, and Dramatiq's log lines, which print the
+    message with its arguments (as the event's log entry and as breadcrumbs)."""
     data = event.get("contexts", {}).get("dramatiq", {}).get("data")
     if isinstance(data, dict):
         kept = {key: data[key] for key in MESSAGE_FIELDS_KEPT if key in data}
         options = data.get("options") or {}
         kept["options"] = {key: options[key] for key in MESSAGE_OPTIONS_KEPT if key in options}
         event["contexts"]["dramatiq"]["data"] = kept
+    logentry = event.get("logentry")
+    if isinstance(logentry, dict):
+        logentry.pop("params", None)
+        logentry["formatted"] = logentry.get("message", "")
+    breadcrumbs = event.get("breadcrumbs", {}).get("values", [])
+    for crumb in breadcrumbs:
+        if str(crumb.get("category", "")).startswith("dramatiq"):
+            crumb["message"] = "(dramatiq log line withheld: it may carry message arguments)"
+            crumb.pop("data", None)
     return event

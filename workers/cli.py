@@ -29,12 +29,15 @@ def parse_as_of(text: str, timezone: ZoneInfo) -> datetime:
     """ISO 8601 instant; a date means its local midnight, a naive time is local time."""
     try:
         if len(text) == 10:
-            return datetime.combine(date.fromisoformat(text), time(), timezone)
-        instant = datetime.fromisoformat(text)
-    except ValueError:
+            instant = datetime.combine(date.fromisoformat(text), time(), timezone)
+        else:
+            instant = datetime.fromisoformat(text)
+            instant = instant if instant.tzinfo else instant.replace(tzinfo=timezone)
+        slot_of(instant)  # an instant outside datetime's range in UTC is no slot
+    except (ValueError, OverflowError):
         raise UsageError(f"invalid --as-of {text!r}: expected ISO 8601, "
                          "like 2026-11-22 or 2026-11-22T00:01:00+05:30") from None
-    return instant if instant.tzinfo else instant.replace(tzinfo=timezone)
+    return instant
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -94,8 +97,8 @@ def db_command(args, settings: Settings) -> int:
 def run_task(args, settings: Settings) -> int:
     from workers.actors import WORK
 
-    as_of = (parse_as_of(args.as_of, settings.timezone) if args.as_of
-             else datetime.now(UTC))
+    as_of = (datetime.now(UTC) if args.as_of is None
+             else parse_as_of(args.as_of, settings.timezone))
     if args.enqueue:
         return enqueue(args.job, as_of, settings)
     with connect(settings.database_url, autocommit=True) as conn:

@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from workers.embedded import EmbeddedPostgres, EmbeddedRedis
@@ -25,6 +26,12 @@ WORKER_PROCESSES = os.environ.get("WORKER_PROCESSES", "2")
 WORKER_THREADS = os.environ.get("WORKER_THREADS", "4")
 #: How long Ctrl-C waits for the workers to finish their current runs (seconds).
 STOP_TIMEOUT = 60
+#: A child that exits sooner than this after starting is not restarted (seconds).
+STARTUP_GRACE = 10
+#: Pause before restarting a child that exited (seconds).
+RESTART_DELAY = 5
+#: How often the supervisor looks at its children (seconds).
+POLL_INTERVAL = 0.5
 
 
 def embedded_postgres() -> EmbeddedPostgres:
@@ -78,29 +85,55 @@ def run() -> int:
     env, started = services()
     apply_schema(env)
     bin_dir = Path(sys.executable).parent
-    children = [
-        subprocess.Popen([str(bin_dir / "dramatiq"), "workers", "--processes", WORKER_PROCESSES,
-                          "--threads", WORKER_THREADS], env=env),
-        subprocess.Popen([str(bin_dir / "periodiq"), "workers"], env=env),
+    commands = [
+        [str(bin_dir / "dramatiq"), "workers", "--processes", WORKER_PROCESSES,
+         "--threads", WORKER_THREADS],
+        # periodiq exits on any error sending to Redis: it is restarted below.
+        [str(bin_dir / "periodiq"), "workers"],
     ]
+    children = [Child(command, env) for command in commands]
     print(f"workers and scheduler running (Ctrl-C stops them); DATABASE_URL={env['DATABASE_URL']}"
           f" REDIS_URL={env['REDIS_URL']}", flush=True)
     code = 0
     try:
-        while all(child.poll() is None for child in children):
-            try:
-                children[0].wait(timeout=1)
-            except subprocess.TimeoutExpired:
-                pass
-        code = next(child.returncode for child in children if child.poll() is not None) or 1
-        print("a child process exited; stopping the others", file=sys.stderr)
+        while code == 0:
+            time.sleep(POLL_INTERVAL)
+            for child in children:
+                code = code or child.restart_if_exited()
     except KeyboardInterrupt:
         pass  # the terminal sent SIGINT to the children too
     finally:
-        stop(children)
+        stop([child.process for child in children])
         for server in started:
             server.stop()
     return code
+
+
+class Child:
+    """A supervised process: restarted when it exits after running a while; one that
+    exits right after starting is misconfigured, and restarting it would only spin."""
+
+    def __init__(self, command: list[str], env: dict[str, str]):
+        self.command, self.env = command, env
+        self.start()
+
+    def start(self) -> None:
+        self.started_at = time.monotonic()
+        self.process = subprocess.Popen(self.command, env=self.env)
+
+    def restart_if_exited(self) -> int:
+        """0 while all is well; the exit code when supervision must stop."""
+        code = self.process.poll()
+        if code is None:
+            return 0
+        name = Path(self.command[0]).name
+        if time.monotonic() - self.started_at < STARTUP_GRACE:
+            print(f"{name} exited with {code} right after starting; stopping", file=sys.stderr)
+            return code or 1
+        print(f"{name} exited with {code}; restarting it in {RESTART_DELAY}s", file=sys.stderr)
+        time.sleep(RESTART_DELAY)
+        self.start()
+        return 0
 
 
 def stop(children: list[subprocess.Popen]) -> None:

@@ -4,10 +4,13 @@ A bad value stops the process with one line naming the variable and why (exit 2)
 see `load_settings`.
 """
 
+import os
 import sys
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import redis.connection
+import sentry_sdk.utils
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -51,6 +54,10 @@ class Settings(BaseSettings):
     def _redis_url(cls, value: str) -> str:
         if not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        try:
+            redis.connection.parse_url(value)
+        except ValueError as error:
+            raise ValueError(f"not a usable Redis URL ({error})") from None
         return value
 
     @field_validator("app_timezone")
@@ -71,10 +78,29 @@ class Settings(BaseSettings):
             raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
         return level
 
+    @field_validator("log_dir")
+    @classmethod
+    def _writable_dir(cls, value: Path | None) -> Path | None:
+        if value is None:
+            return None
+        try:
+            value.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise ValueError(f"cannot create {str(value)!r}: {error.strerror}") from None
+        if not os.access(value, os.W_OK):
+            raise ValueError(f"{str(value)!r} is not writable")
+        return value
+
     @field_validator("sentry_dsn", mode="before")
     @classmethod
-    def _empty_is_none(cls, value):
-        return value or None
+    def _sentry_dsn(cls, value):
+        if not value:
+            return None
+        try:
+            sentry_sdk.utils.Dsn(value)
+        except sentry_sdk.utils.BadDsn as error:
+            raise ValueError(f"not a Sentry DSN ({error})") from None
+        return value
 
     @property
     def timezone(self) -> ZoneInfo:

@@ -86,7 +86,7 @@ def job_actor(name: str, work: Work) -> dramatiq.Actor:
     """The Dramatiq actor of the job `name`, declared from its row in the job table."""
     job = get_job(name)
 
-    def perform(*args: Any, **kwargs: Any) -> dict:
+    def perform(*args: Any, **kwargs: Any) -> None:
         message = CurrentMessage.get_current_message()
         scheduled_for, trigger = slot_and_trigger(parse_message(args, kwargs), message)
         current = runtime.current()
@@ -98,7 +98,6 @@ def job_actor(name: str, work: Work) -> dramatiq.Actor:
         if outcome.status is Status.FAILED:
             raise JobFailed(f"{name} {outcome.scheduled_for.isoformat()}: {outcome.error}") \
                 from outcome.exception
-        return outcome.as_json()
 
     perform.__name__ = perform.__qualname__ = name
     WORK[name] = work

@@ -1,0 +1,131 @@
+"""db/schema.sql on a real PostgreSQL: idempotent, additive, and refusing what money forbids."""
+
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+
+from workers.db import apply_schema, schema_version
+from workers.errors import SchemaMissing
+
+#: The original Saathii backend's tables as it created them: no user_roles.active, no
+#: user_status.busy_until, no updated_at, no money constraints.
+ORIGINAL_SAATHII = """
+CREATE TABLE users (user_id serial PRIMARY KEY, username varchar(10) UNIQUE NOT NULL,
+    dob date NOT NULL, phone varchar(20) UNIQUE NOT NULL, created_at timestamptz DEFAULT now());
+CREATE TABLE user_roles (user_id int REFERENCES users, role varchar(20),
+    assigned_at timestamptz DEFAULT now(), PRIMARY KEY (user_id, role));
+CREATE TABLE user_wallets (wallet_id serial PRIMARY KEY, user_id int UNIQUE REFERENCES users,
+    balance_coins bigint DEFAULT 0, withdrawable_money numeric(12,2) DEFAULT 0);
+CREATE TABLE user_status (user_id int PRIMARY KEY REFERENCES users, is_online bool,
+    last_seen timestamptz, is_busy bool, wait_time int);
+INSERT INTO users (username, dob, phone) VALUES ('asha', '1990-01-01', '+911');
+INSERT INTO user_roles (user_id, role) VALUES (1, 'listener');
+INSERT INTO user_wallets (user_id, balance_coins) VALUES (1, 500);
+INSERT INTO user_status (user_id, is_online, is_busy) VALUES (1, true, false);
+"""
+
+
+@pytest.fixture
+def empty(db):
+    """A database without our schema: a fresh one cloned from template0."""
+    admin = psycopg.connect(db.url, autocommit=True)
+    name = "empty_" + db.url.rsplit("/", 1)[1]
+    admin.execute(f"CREATE DATABASE {name} TEMPLATE template0")
+    url = db.url.rsplit("/", 1)[0] + f"/{name}"
+    with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
+        yield conn
+    admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+    admin.close()
+
+
+def columns(conn, table: str) -> set[str]:
+    return {row["column_name"] for row in conn.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = %s", [table])}
+
+
+def test_a_database_without_the_schema_says_to_run_db_init(empty):
+    with pytest.raises(SchemaMissing, match="db init"):
+        schema_version(empty)
+
+
+def test_init_creates_every_table_and_records_the_version(empty):
+    assert apply_schema(empty) == 1
+    tables = {row["tablename"] for row in empty.execute(
+        "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+    assert tables == {"users", "user_roles", "user_wallets", "user_transactions", "user_status",
+                      "user_calls", "listener_badges", "job_runs", "job_settings",
+                      "schema_version"}
+    for table in tables - {"schema_version"}:
+        assert {"created_at", "updated_at"} <= columns(empty, table), table
+
+
+def test_init_twice_changes_nothing(empty):
+    apply_schema(empty)
+    before = empty.execute("SELECT count(*) AS n FROM pg_constraint").fetchone()["n"]
+    assert apply_schema(empty) == 1
+    assert empty.execute("SELECT count(*) AS n FROM pg_constraint").fetchone()["n"] == before
+
+
+def test_an_existing_saathii_database_adopts_the_schema_keeping_its_data(empty):
+    empty.execute(ORIGINAL_SAATHII)
+
+    apply_schema(empty)
+
+    assert {"active", "updated_at"} <= columns(empty, "user_roles")
+    assert {"busy_until", "is_active"} <= columns(empty, "user_status")
+    assert empty.execute("SELECT active FROM user_roles").fetchone()["active"] is True
+    assert empty.execute("SELECT balance_coins FROM user_wallets").fetchone()[
+        "balance_coins"] == 500
+
+
+def test_init_refuses_to_adopt_a_negative_balance_and_names_the_rule(empty):
+    empty.execute(ORIGINAL_SAATHII)
+    empty.execute("UPDATE user_wallets SET balance_coins = -10")
+    with pytest.raises(psycopg.errors.CheckViolation, match="balance_coins_never_negative"):
+        apply_schema(empty)
+
+
+@pytest.fixture
+def wallet(conn):
+    conn.execute("INSERT INTO users (username, dob, phone) VALUES ('ravi', '1995-05-05', '+912')")
+    conn.execute("INSERT INTO users (username, dob, phone) VALUES ('mira', '1993-03-03', '+913')")
+    conn.execute("INSERT INTO user_wallets (user_id, balance_coins) VALUES (1, 30)")
+    return conn
+
+
+@pytest.mark.parametrize("statement, constraint", [
+    ("UPDATE user_wallets SET balance_coins = balance_coins - 40",
+     "balance_coins_never_negative"),
+    ("UPDATE user_wallets SET withdrawable_money = -0.01", "withdrawable_money_never_negative"),
+    ("INSERT INTO user_calls (user_id, listener_id, call_type, coins_spent)"
+     " VALUES (1, 2, 'audio', -10)", "coins_spent_never_negative"),
+    ("INSERT INTO user_calls (user_id, listener_id, call_type) VALUES (1, 1, 'audio')",
+     "caller_is_not_listener"),
+    ("INSERT INTO listener_badges (listener_id, date, badge, audio_rate_per_minute,"
+     " video_rate_per_minute) VALUES (2, '2026-11-22', 'gold', 0, 10)", "badge_rates_positive"),
+])
+def test_the_database_refuses_what_money_forbids(wallet, statement, constraint):
+    with pytest.raises(psycopg.errors.CheckViolation, match=constraint):
+        wallet.execute(statement)
+
+
+@pytest.mark.parametrize("statement", [
+    "INSERT INTO user_transactions (wallet_id, tx_type) VALUES (1, 'gift')",
+    "INSERT INTO user_calls (user_id, listener_id, call_type) VALUES (1, 2, 'chat')",
+    "INSERT INTO user_calls (user_id, listener_id, call_type, status)"
+    " VALUES (1, 2, 'audio', 'paused')",
+    "INSERT INTO listener_badges (listener_id, date, badge, audio_rate_per_minute,"
+    " video_rate_per_minute) VALUES (2, '2026-11-22', 'platinum', 1, 6)",
+    "INSERT INTO job_runs (job, scheduled_for, status) VALUES ('x', now(), 'maybe')",
+])
+def test_the_database_refuses_unknown_kinds(wallet, statement):
+    with pytest.raises(psycopg.errors.CheckViolation):
+        wallet.execute(statement)
+
+
+def test_a_slot_has_one_run_row(conn):
+    conn.execute("INSERT INTO job_runs (job, scheduled_for, status)"
+                 " VALUES ('coin_deduction', '2026-11-22T10:00Z', 'succeeded')")
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        conn.execute("INSERT INTO job_runs (job, scheduled_for, status)"
+                     " VALUES ('coin_deduction', '2026-11-22T15:30+05:30', 'running')")

@@ -1,0 +1,37 @@
+"""Log files: one per local day in LOG_DIR, appended by every process."""
+
+import logging
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from workers.logs import DailyFileHandler
+
+IST = ZoneInfo("Asia/Kolkata")
+
+
+def record(message: str, when: datetime) -> logging.LogRecord:
+    entry = logging.LogRecord("workers.test", logging.INFO, __file__, 1, message, None, None)
+    entry.created = when.timestamp()
+    return entry
+
+
+def test_records_go_to_the_file_of_their_local_day(tmp_path):
+    handler = DailyFileHandler(tmp_path, IST)
+    handler.emit(record("before midnight", datetime(2026, 11, 22, 23, 59, tzinfo=IST)))
+    handler.emit(record("after midnight", datetime(2026, 11, 23, 0, 0, tzinfo=IST)))
+    handler.close()
+
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "saathii-workers-2026-11-22.log", "saathii-workers-2026-11-23.log"]
+    assert (tmp_path / "saathii-workers-2026-11-22.log").read_text() == "before midnight\n"
+    assert (tmp_path / "saathii-workers-2026-11-23.log").read_text() == "after midnight\n"
+
+
+def test_a_second_process_appends_to_the_same_day_file(tmp_path):
+    when = datetime(2026, 11, 22, 12, 0, tzinfo=IST)
+    for message in ("first process", "second process"):
+        handler = DailyFileHandler(tmp_path, IST)
+        handler.emit(record(message, when))
+        handler.close()
+    assert (tmp_path / "saathii-workers-2026-11-22.log").read_text() \
+        == "first process\nsecond process\n"
