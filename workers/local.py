@@ -57,13 +57,16 @@ def services() -> tuple[dict[str, str], list]:
     return env, started
 
 
-def apply_schema(env: dict[str, str]) -> None:
-    subprocess.run([sys.executable, "-m", "workers", "db", "init"], env=env, check=True)
+def apply_schema(env: dict[str, str], *, quiet: bool = True) -> None:
+    done = subprocess.run([sys.executable, "-m", "workers", "db", "init"], env=env,
+                          stdout=subprocess.DEVNULL if quiet else None)
+    if done.returncode != 0:  # it printed why
+        raise SystemExit(done.returncode)
 
 
 def up() -> int:
     env, _ = services()
-    apply_schema(env)
+    apply_schema(env, quiet=False)
     print(f"DATABASE_URL={env['DATABASE_URL']}")
     print(f"REDIS_URL={env['REDIS_URL']}")
     return 0
@@ -95,18 +98,23 @@ def run() -> int:
     print(f"workers and scheduler running (Ctrl-C stops them); DATABASE_URL={env['DATABASE_URL']}"
           f" REDIS_URL={env['REDIS_URL']}", flush=True)
     code = 0
+    signal.signal(signal.SIGTERM, _interrupt)  # stop the same way as on Ctrl-C
     try:
         while code == 0:
             time.sleep(POLL_INTERVAL)
             for child in children:
                 code = code or child.restart_if_exited()
     except KeyboardInterrupt:
-        pass  # the terminal sent SIGINT to the children too
+        pass
     finally:
         stop([child.process for child in children])
         for server in started:
             server.stop()
     return code
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 class Child:
@@ -119,7 +127,10 @@ class Child:
 
     def start(self) -> None:
         self.started_at = time.monotonic()
-        self.process = subprocess.Popen(self.command, env=self.env)
+        # A process group of its own: Ctrl-C reaches the supervisor alone, which then sends
+        # each child one SIGTERM. (A dramatiq worker that gets a second one, the terminal's
+        # and then ours, exits at once, cutting off the run in progress.)
+        self.process = subprocess.Popen(self.command, env=self.env, process_group=0)
 
     def restart_if_exited(self) -> int:
         """0 while all is well; the exit code when supervision must stop."""
