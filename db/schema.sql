@@ -5,6 +5,35 @@
 -- the API's tables keep their names and columns; columns we add have defaults, so the
 -- API's inserts keep working. Constraints that money needs are added by name, once.
 
+-- Helpers of this script (temporary: gone with the session). Each checks the catalog
+-- first and alters a table only when something is missing, because ALTER TABLE takes an
+-- ACCESS EXCLUSIVE lock even when IF NOT EXISTS makes it a no-op: on a live database that
+-- would queue every query of the API's tables behind it.
+CREATE OR REPLACE FUNCTION pg_temp.add_column(tbl regclass, name text, definition text)
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute
+                   WHERE attrelid = tbl AND attname = name AND NOT attisdropped) THEN
+        EXECUTE format('ALTER TABLE %s ADD COLUMN %I %s', tbl, name, definition);
+    END IF;
+END $$;
+
+CREATE OR REPLACE FUNCTION pg_temp.add_index(name text, definition text)
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    IF to_regclass(name) IS NULL THEN
+        EXECUTE format('CREATE INDEX %I ON %s', name, definition);
+    END IF;
+END $$;
+
+CREATE OR REPLACE FUNCTION pg_temp.add_constraint(tbl regclass, name text, definition text)
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = tbl AND conname = name) THEN
+        EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I %s', tbl, name, definition);
+    END IF;
+END $$;
+
 -- The Saathii tables --------------------------------------------------------------
 
 CREATE TABLE IF NOT EXISTS users (
@@ -79,40 +108,30 @@ CREATE TABLE IF NOT EXISTS listener_badges (
 
 -- Columns an older Saathii database may lack. The original code read user_roles.active
 -- and user_status.busy_until without the schema having them.
-ALTER TABLE user_roles ADD COLUMN IF NOT EXISTS active boolean NOT NULL DEFAULT true;
-ALTER TABLE user_status ADD COLUMN IF NOT EXISTS busy_until timestamptz;
-ALTER TABLE user_status ADD COLUMN IF NOT EXISTS is_active boolean NOT NULL DEFAULT true;
+SELECT pg_temp.add_column('user_roles', 'active', 'boolean NOT NULL DEFAULT true');
+SELECT pg_temp.add_column('user_status', 'busy_until', 'timestamptz');
+SELECT pg_temp.add_column('user_status', 'is_active', 'boolean NOT NULL DEFAULT true');
 
 -- Every table has created_at and updated_at.
-ALTER TABLE users ADD COLUMN IF NOT EXISTS created_at timestamptz NOT NULL DEFAULT now();
-ALTER TABLE users ADD COLUMN IF NOT EXISTS updated_at timestamptz NOT NULL DEFAULT now();
-ALTER TABLE user_roles ADD COLUMN IF NOT EXISTS created_at timestamptz NOT NULL DEFAULT now();
-ALTER TABLE user_roles ADD COLUMN IF NOT EXISTS updated_at timestamptz NOT NULL DEFAULT now();
-ALTER TABLE user_wallets ADD COLUMN IF NOT EXISTS created_at timestamptz NOT NULL DEFAULT now();
-ALTER TABLE user_wallets ADD COLUMN IF NOT EXISTS updated_at timestamptz NOT NULL DEFAULT now();
-ALTER TABLE user_transactions
-    ADD COLUMN IF NOT EXISTS created_at timestamptz NOT NULL DEFAULT now();
-ALTER TABLE user_transactions
-    ADD COLUMN IF NOT EXISTS updated_at timestamptz NOT NULL DEFAULT now();
-ALTER TABLE user_status ADD COLUMN IF NOT EXISTS created_at timestamptz NOT NULL DEFAULT now();
-ALTER TABLE user_status ADD COLUMN IF NOT EXISTS updated_at timestamptz NOT NULL DEFAULT now();
-ALTER TABLE user_calls ADD COLUMN IF NOT EXISTS created_at timestamptz NOT NULL DEFAULT now();
-ALTER TABLE user_calls ADD COLUMN IF NOT EXISTS updated_at timestamptz NOT NULL DEFAULT now();
-ALTER TABLE listener_badges
-    ADD COLUMN IF NOT EXISTS created_at timestamptz NOT NULL DEFAULT now();
-ALTER TABLE listener_badges
-    ADD COLUMN IF NOT EXISTS updated_at timestamptz NOT NULL DEFAULT now();
+SELECT pg_temp.add_column('users', 'created_at', 'timestamptz NOT NULL DEFAULT now()');
+SELECT pg_temp.add_column('users', 'updated_at', 'timestamptz NOT NULL DEFAULT now()');
+SELECT pg_temp.add_column('user_roles', 'created_at', 'timestamptz NOT NULL DEFAULT now()');
+SELECT pg_temp.add_column('user_roles', 'updated_at', 'timestamptz NOT NULL DEFAULT now()');
+SELECT pg_temp.add_column('user_wallets', 'created_at', 'timestamptz NOT NULL DEFAULT now()');
+SELECT pg_temp.add_column('user_wallets', 'updated_at', 'timestamptz NOT NULL DEFAULT now()');
+SELECT pg_temp.add_column('user_transactions', 'created_at', 'timestamptz NOT NULL DEFAULT now()');
+SELECT pg_temp.add_column('user_transactions', 'updated_at', 'timestamptz NOT NULL DEFAULT now()');
+SELECT pg_temp.add_column('user_status', 'created_at', 'timestamptz NOT NULL DEFAULT now()');
+SELECT pg_temp.add_column('user_status', 'updated_at', 'timestamptz NOT NULL DEFAULT now()');
+SELECT pg_temp.add_column('user_calls', 'created_at', 'timestamptz NOT NULL DEFAULT now()');
+SELECT pg_temp.add_column('user_calls', 'updated_at', 'timestamptz NOT NULL DEFAULT now()');
+SELECT pg_temp.add_column('listener_badges', 'created_at', 'timestamptz NOT NULL DEFAULT now()');
+SELECT pg_temp.add_column('listener_badges', 'updated_at', 'timestamptz NOT NULL DEFAULT now()');
 
 -- Money constraints: the database refuses what must never happen. Added by name so a
 -- second init skips them; on an existing database with offending rows, init stops and
 -- names the constraint instead of adopting bad data silently.
-CREATE OR REPLACE FUNCTION pg_temp.add_constraint(tbl regclass, name text, definition text)
-RETURNS void LANGUAGE plpgsql AS $$
-BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = tbl AND conname = name) THEN
-        EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I %s', tbl, name, definition);
-    END IF;
-END $$;
+
 
 SELECT pg_temp.add_constraint('user_wallets', 'balance_coins_never_negative',
                               'CHECK (balance_coins >= 0)');
@@ -127,10 +146,10 @@ SELECT pg_temp.add_constraint('user_calls', 'caller_is_not_listener',
 SELECT pg_temp.add_constraint('listener_badges', 'badge_rates_positive',
                               'CHECK (audio_rate_per_minute > 0 AND video_rate_per_minute > 0)');
 
-CREATE INDEX IF NOT EXISTS user_calls_ongoing ON user_calls (call_id) WHERE status = 'ongoing';
-CREATE INDEX IF NOT EXISTS user_calls_listener_start ON user_calls (listener_id, start_time);
-CREATE INDEX IF NOT EXISTS user_status_last_seen ON user_status (last_seen);
-CREATE INDEX IF NOT EXISTS user_transactions_wallet ON user_transactions (wallet_id);
+SELECT pg_temp.add_index('user_calls_ongoing', 'user_calls (call_id) WHERE status = ''ongoing''');
+SELECT pg_temp.add_index('user_calls_listener_start', 'user_calls (listener_id, start_time)');
+SELECT pg_temp.add_index('user_status_last_seen', 'user_status (last_seen)');
+SELECT pg_temp.add_index('user_transactions_wallet', 'user_transactions (wallet_id)');
 
 -- The platform's own tables -----------------------------------------------------------
 
@@ -164,8 +183,8 @@ CREATE TABLE IF NOT EXISTS job_runs (
     UNIQUE (job, scheduled_for)
 );
 
-CREATE INDEX IF NOT EXISTS job_runs_latest ON job_runs (job, started_at DESC);
-CREATE INDEX IF NOT EXISTS job_runs_running ON job_runs (job) WHERE status = 'running';
+SELECT pg_temp.add_index('job_runs_latest', 'job_runs (job, started_at DESC)');
+SELECT pg_temp.add_index('job_runs_running', 'job_runs (job) WHERE status = ''running''');
 
 -- Operator controls per job: pause, and overrides of the job's parameters.
 CREATE TABLE IF NOT EXISTS job_settings (

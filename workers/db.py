@@ -18,12 +18,15 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from workers.errors import DatabaseUnavailable, SchemaMissing
+from workers.schedule import LOCK_NAMESPACE
 
 #: How long to wait for a connection to be established (seconds).
 CONNECT_TIMEOUT = 5
 #: libpq TCP keepalives, so a partitioned peer is noticed and its locks released (seconds).
 KEEPALIVES = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
               "keepalives_count": 3}
+#: Advisory lock of `db init` (jobs' lock ids start at 1).
+SCHEMA_LOCK_ID = 0
 #: Connections a worker process keeps for its actor threads.
 POOL_MAX_SIZE = 10
 
@@ -118,7 +121,9 @@ def apply_schema(conn: psycopg.Connection) -> int:
     """Apply db/schema.sql (idempotent, additive) under a lock so two replicas starting
     at once don't race; returns the schema version now recorded."""
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(23207, 0)")
+        # Never queue the API's queries for long behind a table lock: fail instead.
+        conn.execute("SET LOCAL lock_timeout = '10s'")
+        conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", [LOCK_NAMESPACE, SCHEMA_LOCK_ID])
         conn.execute((sql_dir() / "schema.sql").read_text())
     return schema_version(conn)
 

@@ -66,6 +66,16 @@ def test_init_twice_changes_nothing(empty):
     assert empty.execute("SELECT count(*) AS n FROM pg_constraint").fetchone()["n"] == before
 
 
+def test_init_on_a_live_database_does_not_wait_for_its_queries(db, conn):
+    with db.connect() as api, api.transaction():
+        # A long transaction of the API: a write lock on user_calls (conflicts with CREATE
+        # INDEX even when IF NOT EXISTS makes it a no-op), a read lock on user_wallets
+        # (conflicts with ALTER TABLE ... ADD COLUMN IF NOT EXISTS likewise).
+        api.execute("UPDATE user_calls SET status = status WHERE false")
+        api.execute("SELECT count(*) FROM user_wallets")
+        assert apply_schema(conn) == 1  # nothing to add: it asks for no table lock
+
+
 def test_an_existing_saathii_database_adopts_the_schema_keeping_its_data(empty):
     empty.execute(ORIGINAL_SAATHII)
 
