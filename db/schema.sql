@@ -18,11 +18,13 @@ BEGIN
     END IF;
 END $$;
 
-CREATE OR REPLACE FUNCTION pg_temp.add_index(name text, definition text)
+CREATE OR REPLACE FUNCTION pg_temp.add_index(name text, definition text,
+                                             is_unique boolean DEFAULT false)
 RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
     IF to_regclass(name) IS NULL THEN
-        EXECUTE format('CREATE INDEX %I ON %s', name, definition);
+        EXECUTE format('CREATE %s INDEX %I ON %s',
+                       CASE WHEN is_unique THEN 'UNIQUE' ELSE '' END, name, definition);
     END IF;
 END $$;
 
@@ -151,6 +153,64 @@ SELECT pg_temp.add_index('user_calls_listener_start', 'user_calls (listener_id, 
 SELECT pg_temp.add_index('user_status_last_seen', 'user_status (last_seen)');
 SELECT pg_temp.add_index('user_transactions_wallet', 'user_transactions (wallet_id)');
 
+-- Prices, pay and the ledger's keys ---------------------------------------------------
+
+-- What a started minute of a call costs its caller, in coins.
+CREATE OR REPLACE FUNCTION call_rate(call_type text) RETURNS integer
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE call_type WHEN 'audio' THEN 10 WHEN 'video' THEN 60 END
+$$;
+
+-- The daily badges: the minutes a listener must have talked on the previous local day,
+-- and what a paid minute then earns them, in rupees. 'basic' is also the pay of a day
+-- without a badge row.
+CREATE TABLE IF NOT EXISTS badge_levels (
+    badge                  varchar(10) PRIMARY KEY
+                           CHECK (badge IN ('basic', 'bronze', 'silver', 'gold')),
+    min_minutes            integer NOT NULL UNIQUE CHECK (min_minutes >= 0),
+    audio_rate_per_minute  numeric(5, 2) NOT NULL CHECK (audio_rate_per_minute > 0),
+    video_rate_per_minute  numeric(5, 2) NOT NULL CHECK (video_rate_per_minute > 0),
+    created_at             timestamptz NOT NULL DEFAULT now(),
+    updated_at             timestamptz NOT NULL DEFAULT now()
+);
+INSERT INTO badge_levels (badge, min_minutes, audio_rate_per_minute, video_rate_per_minute)
+VALUES ('basic', 0, 1.00, 6.00), ('bronze', 180, 1.25, 7.00), ('silver', 360, 1.50, 8.50),
+       ('gold', 540, 1.80, 10.00)
+ON CONFLICT (badge) DO NOTHING;
+
+-- Which call and which of its minutes a 'spend' pays, which call an 'earn' settles. The
+-- API sets them for the minute 1 it charges; the workers for everything they write.
+SELECT pg_temp.add_column('user_transactions', 'call_id',
+                          'integer REFERENCES user_calls (call_id)');
+SELECT pg_temp.add_column('user_transactions', 'call_minute',
+                          'integer CHECK (call_minute >= 1)');
+-- Exactly once, by construction: a (call, minute) is charged at most once, a call is
+-- settled at most once, whoever writes it and however often.
+SELECT pg_temp.add_index('user_transactions_one_spend_per_call_minute',
+                         'user_transactions (call_id, call_minute) WHERE tx_type = ''spend''',
+                         true);
+SELECT pg_temp.add_index('user_transactions_one_earn_per_call',
+                         'user_transactions (call_id) WHERE tx_type = ''earn''', true);
+SELECT pg_temp.add_constraint('user_transactions', 'call_spend_names_its_minute',
+    'CHECK (tx_type <> ''spend'' OR call_id IS NULL OR call_minute IS NOT NULL)');
+
+-- Why a call ended, and when its listener was paid.
+SELECT pg_temp.add_column('user_calls', 'end_reason', 'varchar(30)');
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'user_calls'::regclass
+                   AND attname = 'settled_at' AND NOT attisdropped) THEN
+        ALTER TABLE user_calls ADD COLUMN settled_at timestamptz;
+        -- Calls that ended before the workers took over were settled by the old system:
+        -- never pay them a second time.
+        UPDATE user_calls SET settled_at = coalesce(end_time, now()) WHERE status <> 'ongoing';
+    END IF;
+END $$;
+SELECT pg_temp.add_index('user_calls_unsettled',
+                         'user_calls (call_id) WHERE status <> ''ongoing'' AND settled_at IS NULL');
+SELECT pg_temp.add_index('user_calls_caller_ongoing',
+                         'user_calls (user_id) WHERE status = ''ongoing''');
+
 -- The platform's own tables -----------------------------------------------------------
 
 -- One row per (job, slot): the record of every run, and the key that makes a second
@@ -203,5 +263,6 @@ CREATE TABLE IF NOT EXISTS schema_version (
 );
 
 INSERT INTO schema_version (version, description)
-VALUES (1, 'Saathii tables, money constraints, job_runs, job_settings')
+VALUES (1, 'Saathii tables, money constraints, job_runs, job_settings'),
+       (2, 'ledger keys per call minute and settlement, badge levels, call end reasons')
 ON CONFLICT (version) DO NOTHING;

@@ -16,7 +16,7 @@ from workers import cron
 from workers.db import apply_schema, connect, queries, schema_version
 from workers.errors import RedisUnavailable, SchemaMissing, Unavailable, UsageError
 from workers.runs import Status, run_job, slot_of
-from workers.runtime import run_options
+from workers.runtime import redis_client, run_options
 from workers.schedule import JOBS
 from workers.settings import Settings
 
@@ -103,8 +103,9 @@ def run_task(args, settings: Settings) -> int:
         return enqueue(args.job, as_of, settings)
     with connect(settings.database_url, autocommit=True) as conn:
         schema_version(conn)
-        outcome = run_job(conn, JOBS[args.job], WORK[args.job], as_of, run_options(settings),
-                          trigger="cli")
+        with redis_client(settings) as client:
+            outcome = run_job(conn, JOBS[args.job], WORK[args.job], as_of,
+                              run_options(settings, client), trigger="cli")
     print(json.dumps(outcome.as_json()))
     return EXIT_FAILED if outcome.status is Status.FAILED else EXIT_OK
 

@@ -25,6 +25,8 @@ CONNECT_TIMEOUT = 5
 #: libpq TCP keepalives, so a partitioned peer is noticed and its locks released (seconds).
 KEEPALIVES = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
               "keepalives_count": 3}
+#: The schema version db/schema.sql records; the code expects at least this one.
+SCHEMA_VERSION = 2
 #: Advisory lock of `db init` (jobs' lock ids start at 1).
 SCHEMA_LOCK_ID = 0
 #: Connections a worker process keeps for its actor threads.
@@ -138,4 +140,8 @@ def schema_version(conn: psycopg.Connection) -> int:
         raise SchemaMissing(
             "the database has no saathii-workers schema: run `python -m workers db init`"
         ) from None
-    return row["v"] or 0
+    version = row["v"] or 0
+    if version < SCHEMA_VERSION:
+        raise SchemaMissing(f"the database schema is version {version}, these workers need "
+                            f"{SCHEMA_VERSION}: run `python -m workers db init`")
+    return version

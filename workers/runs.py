@@ -18,7 +18,7 @@ import json
 import logging
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -27,6 +27,7 @@ from zoneinfo import ZoneInfo
 
 import psycopg
 from psycopg.types.json import Jsonb
+from redis import Redis
 
 from workers.db import queries
 from workers.schedule import LOCK_NAMESPACE, Job
@@ -50,7 +51,10 @@ class RunContext:
     scheduled_for: datetime
     timezone: ZoneInfo
     attempt: int
+    #: The job's parameters: its defaults from the settings, then job_settings.overrides.
     params: dict
+    #: For after-commit steps (events, caches); None where no Redis is configured.
+    redis: Redis | None = None
     _after_commit: list[Callable[[], None]] = field(default_factory=list, repr=False)
 
     @property
@@ -92,6 +96,9 @@ class RunOptions:
     timezone: ZoneInfo
     lock_timeout_ms: int
     abandon_grace: timedelta
+    #: Each job's parameters from the settings, by job name.
+    params: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
+    redis: Redis | None = None
 
 
 class _LockHeld(Exception):
@@ -133,8 +140,9 @@ def run_job(conn: psycopg.Connection, job: Job, work: Work, scheduled_for: datet
         _finish(conn, run_id, Status.SKIPPED, skip_reason="paused")
         return outcome(Status.SKIPPED, reason="paused")
 
+    params = {**options.params.get(job.name, {}), **(controls.get("overrides") or {})}
     context = RunContext(job=job, scheduled_for=slot, timezone=options.timezone,
-                         attempt=attempt, params=dict(controls.get("overrides") or {}))
+                         attempt=attempt, params=params, redis=options.redis)
     try:
         with conn.transaction():
             locked = conn.execute(sql["begin_work"], {

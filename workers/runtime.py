@@ -4,6 +4,8 @@ from the settings, and the actors reach at call time."""
 from dataclasses import dataclass
 from datetime import timedelta
 
+from redis import Redis
+
 from workers.db import Pool
 from workers.runs import RunOptions
 from workers.settings import Settings
@@ -13,16 +15,27 @@ from workers.settings import Settings
 class Runtime:
     settings: Settings
     pool: Pool
+    redis: Redis
 
     @property
     def run_options(self) -> RunOptions:
-        return run_options(self.settings)
+        return run_options(self.settings, self.redis)
 
 
-def run_options(settings: Settings) -> RunOptions:
+def redis_client(settings: Settings) -> Redis:
+    """A client for the jobs' own Redis use (events, caches); it connects on first use."""
+    return Redis.from_url(settings.redis_url, socket_timeout=REDIS_TIMEOUT,
+                          socket_connect_timeout=REDIS_TIMEOUT)
+
+
+def run_options(settings: Settings, redis: Redis | None) -> RunOptions:
     return RunOptions(timezone=settings.timezone, lock_timeout_ms=settings.db_lock_timeout_ms,
-                      abandon_grace=timedelta(seconds=settings.abandon_grace_seconds))
+                      abandon_grace=timedelta(seconds=settings.abandon_grace_seconds),
+                      params=settings.job_params(), redis=redis)
 
+
+#: How long a job's Redis call may take before it counts as failed (seconds).
+REDIS_TIMEOUT = 5
 
 _current: Runtime | None = None
 
@@ -31,7 +44,8 @@ def configure(settings: Settings) -> Runtime:
     global _current
     if _current is not None:
         _current.pool.close()
-    _current = Runtime(settings=settings, pool=Pool(settings.database_url))
+    _current = Runtime(settings=settings, pool=Pool(settings.database_url),
+                       redis=redis_client(settings))
     return _current
 
 

@@ -24,6 +24,16 @@ DEFAULT_LOCK_TIMEOUT_MS = 5_000
 #: Grace after a run's time limit before a 'running' row counts as abandoned (seconds).
 DEFAULT_ABANDON_GRACE = 60
 
+#: A call whose caller or listener has not been seen for this long is ended, not charged
+#: (seconds).
+DEFAULT_HEARTBEAT_TIMEOUT = 120
+#: A user not seen for this long is marked offline (minutes).
+DEFAULT_PRESENCE_INACTIVE_MINUTES = 5
+#: Compressed log files are deleted after this many days.
+DEFAULT_LOG_RETENTION_DAYS = 14
+#: job_runs rows are deleted after this many days.
+DEFAULT_JOB_RUNS_RETENTION_DAYS = 30
+
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -41,6 +51,21 @@ class Settings(BaseSettings):
     db_lock_timeout_ms: int = Field(DEFAULT_LOCK_TIMEOUT_MS, ge=1)
     abandon_grace_seconds: int = Field(DEFAULT_ABANDON_GRACE, ge=0)
     catch_up_on_boot: bool = True
+    heartbeat_timeout_seconds: int = Field(DEFAULT_HEARTBEAT_TIMEOUT, ge=10)
+    presence_inactive_minutes: int = Field(DEFAULT_PRESENCE_INACTIVE_MINUTES, ge=1)
+    log_retention_days: int = Field(DEFAULT_LOG_RETENTION_DAYS, ge=1)
+    job_runs_retention_days: int = Field(DEFAULT_JOB_RUNS_RETENTION_DAYS, ge=1)
+
+    def job_params(self) -> dict[str, dict[str, object]]:
+        """Each job's parameters (job_settings.overrides may replace them per job)."""
+        return {
+            "coin_deduction": {"heartbeat_timeout_seconds": self.heartbeat_timeout_seconds},
+            "call_cleanup": {"heartbeat_timeout_seconds": self.heartbeat_timeout_seconds},
+            "presence_cleanup": {"inactive_minutes": self.presence_inactive_minutes},
+            "log_rotation": {"log_dir": str(self.log_dir) if self.log_dir else None,
+                             "log_retention_days": self.log_retention_days,
+                             "job_runs_retention_days": self.job_runs_retention_days},
+        }
 
     @field_validator("database_url")
     @classmethod

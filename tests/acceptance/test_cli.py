@@ -16,6 +16,7 @@ import psycopg
 import pytest
 import redis
 
+from workers.db import SCHEMA_VERSION
 from workers.schedule import JOBS, LOCK_NAMESPACE
 
 pytestmark = pytest.mark.acceptance
@@ -412,11 +413,11 @@ def test_missing_schema_exits_3_until_db_init_which_is_idempotent(cli, empty_dat
 
     first = cli("db", "init", DATABASE_URL=empty_database)
     assert first.returncode == 0, first.stderr
-    assert first.stdout.strip() == "schema version 1 applied"
+    assert first.stdout.strip() == f"schema version {SCHEMA_VERSION} applied"
 
     second = cli("db", "init", DATABASE_URL=empty_database)
     assert second.returncode == 0, second.stderr
-    assert second.stdout.strip() == "schema version 1 applied"
+    assert second.stdout.strip() == f"schema version {SCHEMA_VERSION} applied"
 
     status = cli("status", "--json", DATABASE_URL=empty_database)
     assert status.returncode == 0, status.stderr

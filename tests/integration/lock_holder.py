@@ -32,7 +32,7 @@ def main(job: str, slot: str, release_file: str) -> None:
 
     with connect(workers.settings.database_url, autocommit=True) as conn:
         outcome = run_job(conn, JOBS[job], hold, datetime.fromisoformat(slot),
-                          run_options(workers.settings), trigger="replica")
+                          run_options(workers.settings, None), trigger="replica")
     print(json.dumps(outcome.as_json()), flush=True)
 
 

@@ -4,7 +4,7 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from workers.db import apply_schema, schema_version
+from workers.db import SCHEMA_VERSION, apply_schema, schema_version
 from workers.errors import SchemaMissing
 
 #: The original Saathii backend's tables as it created them: no user_roles.active, no
@@ -49,20 +49,49 @@ def test_a_database_without_the_schema_says_to_run_db_init(empty):
 
 
 def test_init_creates_every_table_and_records_the_version(empty):
-    assert apply_schema(empty) == 1
+    assert apply_schema(empty) == SCHEMA_VERSION
     tables = {row["tablename"] for row in empty.execute(
         "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
     assert tables == {"users", "user_roles", "user_wallets", "user_transactions", "user_status",
-                      "user_calls", "listener_badges", "job_runs", "job_settings",
-                      "schema_version"}
+                      "user_calls", "listener_badges", "badge_levels", "job_runs",
+                      "job_settings", "schema_version"}
     for table in tables - {"schema_version"}:
         assert {"created_at", "updated_at"} <= columns(empty, table), table
+
+
+def test_an_older_schema_is_refused_until_init_runs(empty):
+    apply_schema(empty)
+    empty.execute("DELETE FROM schema_version WHERE version = %s", [SCHEMA_VERSION])
+    with pytest.raises(SchemaMissing, match=f"version {SCHEMA_VERSION - 1}.*db init"):
+        schema_version(empty)
+    assert apply_schema(empty) == SCHEMA_VERSION
+
+
+def test_ended_calls_of_an_adopted_database_are_never_paid_again(empty):
+    empty.execute(ORIGINAL_SAATHII)
+    empty.execute("""
+        INSERT INTO users (username, dob, phone) VALUES ('caller', '1990-01-01', '+914');
+        CREATE TABLE user_calls (call_id serial PRIMARY KEY, user_id int, listener_id int,
+            call_type varchar(10), start_time timestamptz, end_time timestamptz,
+            duration_seconds int, duration_minutes int, coins_spent bigint,
+            listener_money_earned numeric(12,2), status varchar(20));
+        INSERT INTO user_calls (user_id, listener_id, call_type, start_time, end_time,
+                                coins_spent, status)
+        VALUES (2, 1, 'audio', now() - interval '1 hour', now() - interval '50 minutes',
+                100, 'completed'),
+               (2, 1, 'audio', now() - interval '1 minute', NULL, 10, 'ongoing');
+    """)
+    apply_schema(empty)
+    rows = empty.execute("SELECT status, settled_at IS NOT NULL AS settled FROM user_calls"
+                         " ORDER BY call_id").fetchall()
+    assert [(r["status"], r["settled"]) for r in rows] == [("completed", True),
+                                                           ("ongoing", False)]
 
 
 def test_init_twice_changes_nothing(empty):
     apply_schema(empty)
     before = empty.execute("SELECT count(*) AS n FROM pg_constraint").fetchone()["n"]
-    assert apply_schema(empty) == 1
+    assert apply_schema(empty) == SCHEMA_VERSION
     assert empty.execute("SELECT count(*) AS n FROM pg_constraint").fetchone()["n"] == before
 
 
@@ -73,7 +102,7 @@ def test_init_on_a_live_database_does_not_wait_for_its_queries(db, conn):
         # (conflicts with ALTER TABLE ... ADD COLUMN IF NOT EXISTS likewise).
         api.execute("UPDATE user_calls SET status = status WHERE false")
         api.execute("SELECT count(*) FROM user_wallets")
-        assert apply_schema(conn) == 1  # nothing to add: it asks for no table lock
+        assert apply_schema(conn) == SCHEMA_VERSION  # nothing to add: it asks for no table lock
 
 
 def test_an_existing_saathii_database_adopts_the_schema_keeping_its_data(empty):
