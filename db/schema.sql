@@ -161,6 +161,36 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT CASE call_type WHEN 'audio' THEN 10 WHEN 'video' THEN 60 END
 $$;
 
+-- Where each ongoing call stands at logical time `as_of`: its rate, the minutes it has
+-- paid (coins_spent / rate) and the minutes it has started, so owes (minute k starts at
+-- start_time + (k - 1) minutes; minute 1 at once). A party not seen for longer than
+-- `heartbeat` went silent at its last sighting + `heartbeat` (never before the call
+-- started): the call then owes only the minutes started before that instant, and ends
+-- there. Calls that start after `as_of` (a late tick) are not there yet.
+CREATE OR REPLACE FUNCTION ongoing_calls_at(as_of timestamptz, heartbeat interval)
+RETURNS TABLE (call_id integer, caller_id integer, listener_id integer,
+               start_time timestamptz, rate integer, paid bigint, silent boolean,
+               silent_since timestamptz, due integer)
+LANGUAGE sql STABLE AS $$
+    SELECT c.call_id, c.user_id, c.listener_id, c.start_time, r.rate,
+           c.coins_spent / r.rate, h.silent_since < as_of, h.silent_since,
+           CASE WHEN h.silent_since < as_of
+                THEN greatest(1, ceil(extract(epoch FROM h.silent_since - c.start_time) / 60))
+                ELSE floor(extract(epoch FROM as_of - c.start_time) / 60) + 1
+           END::integer
+    FROM user_calls c
+    LEFT JOIN user_status caller ON caller.user_id = c.user_id
+    LEFT JOIN user_status listener ON listener.user_id = c.listener_id
+    CROSS JOIN LATERAL (SELECT call_rate(c.call_type) AS rate) r
+    CROSS JOIN LATERAL (
+        SELECT greatest(c.start_time,
+                        least(coalesce(caller.last_seen, '-infinity'),
+                              coalesce(listener.last_seen, '-infinity'))) + heartbeat
+               AS silent_since
+    ) h
+    WHERE c.status = 'ongoing' AND c.start_time <= as_of
+$$;
+
 -- The daily badges: the minutes a listener must have talked on the previous local day,
 -- and what a paid minute then earns them, in rupees. 'basic' is also the pay of a day
 -- without a badge row.
@@ -210,6 +240,8 @@ SELECT pg_temp.add_index('user_calls_unsettled',
                          'user_calls (call_id) WHERE status <> ''ongoing'' AND settled_at IS NULL');
 SELECT pg_temp.add_index('user_calls_caller_ongoing',
                          'user_calls (user_id) WHERE status = ''ongoing''');
+SELECT pg_temp.add_index('user_calls_listener_ongoing',
+                         'user_calls (listener_id) WHERE status = ''ongoing''');
 
 -- The platform's own tables -----------------------------------------------------------
 

@@ -1,4 +1,4 @@
-from workers import jobs_pending
 from workers.actors import job_actor
+from workers.billing import coin_deduction as charge_ongoing_calls
 
-coin_deduction = job_actor("coin_deduction", jobs_pending.coin_deduction)
+coin_deduction = job_actor("coin_deduction", charge_ongoing_calls)

@@ -1,0 +1,168 @@
+-- Per-minute billing and settlement (workers.billing). Every statement takes the logical
+-- time of the tick, %(now)s, and never reads the clock for a business rule. Where each
+-- ongoing call stands (paid, owed, silent) is the rule of ongoing_calls_at() in schema.sql.
+
+-- name: lock_ongoing_calls
+-- A tick first locks every ongoing call, in id order as every writer here does, so that
+-- what it reads stays true until it commits: the API's writes to these calls wait for it.
+SELECT count(*) AS calls
+FROM (SELECT 1 FROM user_calls WHERE status = 'ongoing' ORDER BY call_id FOR UPDATE) c;
+
+-- name: lock_callers_wallets
+-- ... then the wallets of their callers, in id order: balances cannot move under it.
+SELECT count(*) AS wallets
+FROM (SELECT 1 FROM user_wallets
+      WHERE user_id IN (SELECT user_id FROM user_calls WHERE status = 'ongoing')
+      ORDER BY wallet_id FOR UPDATE) w;
+
+-- name: charge_owed_minutes
+-- Charge every owed minute of every ongoing call, oldest first per caller across all of
+-- their calls, while the caller's balance covers the rate. Each (call, minute) is one
+-- 'spend' row, unique: a duplicate, late or concurrent tick finds its minutes charged and
+-- charges nothing more. coins_spent and the balance move by exactly what was inserted.
+WITH owed AS (
+    SELECT b.call_id, b.caller_id, b.rate, minute,
+           b.start_time + (minute - 1) * interval '1 minute' AS minute_start
+    FROM ongoing_calls_at(%(now)s, %(heartbeat)s) b
+    CROSS JOIN LATERAL generate_series(b.paid + 1, b.due) AS minute
+),
+affordable AS (
+    SELECT o.call_id, o.minute, o.rate, w.wallet_id
+    FROM (SELECT owed.*,
+                 sum(rate) OVER (PARTITION BY caller_id
+                                 ORDER BY minute_start, call_id, minute) AS cumulative
+          FROM owed) o
+    JOIN user_wallets w ON w.user_id = o.caller_id
+    WHERE o.cumulative <= w.balance_coins
+),
+spent AS (
+    INSERT INTO user_transactions (wallet_id, tx_type, coins_change, call_id, call_minute)
+    SELECT wallet_id, 'spend', -rate, call_id, minute FROM affordable
+    ON CONFLICT (call_id, call_minute) WHERE tx_type = 'spend' DO NOTHING
+    RETURNING wallet_id, call_id, -coins_change AS coins
+),
+calls_charged AS (
+    UPDATE user_calls c SET coins_spent = c.coins_spent + s.coins, updated_at = now()
+    FROM (SELECT call_id, sum(coins) AS coins FROM spent GROUP BY call_id) s
+    WHERE c.call_id = s.call_id
+    RETURNING c.call_id, c.coins_spent
+),
+wallets_debited AS (
+    UPDATE user_wallets w SET balance_coins = w.balance_coins - s.coins, updated_at = now()
+    FROM (SELECT wallet_id, sum(coins) AS coins FROM spent GROUP BY wallet_id) s
+    WHERE w.wallet_id = s.wallet_id
+    RETURNING w.wallet_id
+)
+SELECT (SELECT count(*) FROM spent) AS minutes_charged,
+       (SELECT coalesce(sum(coins), 0) FROM spent) AS coins_charged,
+       (SELECT count(*) FROM wallets_debited) AS wallets_debited,
+       coalesce((SELECT array_agg(call_id ORDER BY call_id) FROM calls_charged), '{}')
+           AS charged_call_ids,
+       coalesce((SELECT array_agg(coins_spent ORDER BY call_id) FROM calls_charged), '{}')
+           AS charged_coins_spent;
+
+-- name: end_calls
+-- End the ongoing calls that can go no further, as 'dropped':
+-- * a party went silent: ended at the instant it did ('heartbeat_timeout');
+-- * a started minute is still unpaid after charging, because the caller's balance could
+--   not cover it: ended at the tick ('insufficient_coins').
+-- duration_minutes counts the minutes paid.
+WITH ending AS (
+    SELECT call_id,
+           CASE WHEN silent THEN 'heartbeat_timeout' ELSE 'insufficient_coins' END AS reason,
+           CASE WHEN silent THEN silent_since ELSE %(now)s END AS end_time
+    FROM ongoing_calls_at(%(now)s, %(heartbeat)s)
+    WHERE silent OR due > paid
+)
+UPDATE user_calls c
+SET status = 'dropped', end_reason = e.reason, end_time = e.end_time,
+    duration_seconds = floor(extract(epoch FROM e.end_time - c.start_time))::integer,
+    duration_minutes = c.coins_spent / call_rate(c.call_type), updated_at = now()
+FROM ending e
+WHERE c.call_id = e.call_id
+RETURNING c.call_id, c.user_id, c.listener_id, c.end_reason, c.end_time, c.coins_spent;
+
+-- name: end_expired_calls
+-- End at the tick the ongoing calls whose time ran out: a party's busy_until has passed
+-- ('expired'). Their owed minutes were charged first, by the same tick.
+WITH ending AS (
+    SELECT c.call_id
+    FROM user_calls c
+    JOIN user_status s ON s.user_id IN (c.user_id, c.listener_id)
+    WHERE c.status = 'ongoing' AND c.start_time <= %(now)s AND s.busy_until < %(now)s
+)
+UPDATE user_calls c
+SET status = 'dropped', end_reason = 'expired', end_time = %(now)s,
+    duration_seconds = floor(extract(epoch FROM %(now)s - c.start_time))::integer,
+    duration_minutes = c.coins_spent / call_rate(c.call_type), updated_at = now()
+WHERE c.call_id IN (SELECT call_id FROM ending)
+RETURNING c.call_id, c.user_id, c.listener_id, c.end_reason, c.end_time, c.coins_spent;
+
+-- name: open_listener_wallets
+-- A listener about to be paid has a wallet to be paid into.
+INSERT INTO user_wallets (user_id)
+SELECT DISTINCT listener_id FROM user_calls WHERE status <> 'ongoing' AND settled_at IS NULL
+ON CONFLICT (user_id) DO NOTHING;
+
+-- name: settle_ended_calls
+-- Pay the listener of every ended, unsettled call, whoever ended it (these workers or the
+-- API): paid minutes x the listener's badge rate for the call's type on the call's local
+-- start date (basic without a badge row), in rupees, credited to withdrawable_money by one
+-- 'earn' row, unique per call, so a call is paid exactly once. listener_money_earned
+-- records it; settled_at marks the call done (also when it earned nothing).
+WITH ended AS (
+    SELECT c.call_id, c.listener_id,
+           (c.coins_spent / call_rate(c.call_type))
+           * CASE c.call_type
+                 WHEN 'audio' THEN coalesce(b.audio_rate_per_minute, basic.audio_rate_per_minute)
+                 ELSE coalesce(b.video_rate_per_minute, basic.video_rate_per_minute)
+             END AS earned
+    FROM user_calls c
+    CROSS JOIN (SELECT * FROM badge_levels WHERE badge = 'basic') basic
+    LEFT JOIN listener_badges b
+           ON b.listener_id = c.listener_id
+          AND b.date = (c.start_time AT TIME ZONE %(timezone)s)::date
+    WHERE c.status <> 'ongoing' AND c.settled_at IS NULL
+    ORDER BY c.call_id
+    FOR UPDATE OF c
+),
+paid AS (
+    INSERT INTO user_transactions (wallet_id, tx_type, money_change, call_id)
+    SELECT w.wallet_id, 'earn', e.earned, e.call_id
+    FROM ended e JOIN user_wallets w ON w.user_id = e.listener_id
+    WHERE e.earned > 0
+    ON CONFLICT (call_id) WHERE tx_type = 'earn' DO NOTHING
+    RETURNING wallet_id, call_id, money_change
+),
+settled AS (
+    UPDATE user_calls c
+    SET settled_at = %(now)s, listener_money_earned = coalesce(p.money_change, c.listener_money_earned),
+        updated_at = now()
+    FROM ended e LEFT JOIN paid p USING (call_id)
+    WHERE c.call_id = e.call_id
+    RETURNING c.call_id
+),
+credited AS (
+    UPDATE user_wallets w SET withdrawable_money = w.withdrawable_money + s.money,
+                              updated_at = now()
+    FROM (SELECT wallet_id, sum(money_change) AS money FROM paid GROUP BY wallet_id) s
+    WHERE w.wallet_id = s.wallet_id
+    RETURNING w.wallet_id
+)
+SELECT (SELECT count(*) FROM settled) AS calls_settled,
+       (SELECT count(*) FROM paid) AS listeners_paid,
+       (SELECT coalesce(sum(money_change), 0) FROM paid) AS money_earned;
+
+-- name: free_parties
+-- A party of an ended call is no longer busy, unless still on another ongoing call.
+UPDATE user_status s SET is_busy = false, busy_until = NULL, updated_at = now()
+WHERE s.user_id = ANY(%(users)s)
+  AND (s.is_busy OR s.busy_until IS NOT NULL)
+  AND NOT EXISTS (SELECT 1 FROM user_calls c
+                  WHERE c.status = 'ongoing' AND s.user_id IN (c.user_id, c.listener_id))
+RETURNING s.user_id;
+
+-- name: calls_not_ongoing
+-- Of these call ids (from Redis), the calls that have ended. An id with no row at all is
+-- left alone: the API may write a call's hash before its row commits.
+SELECT call_id FROM user_calls WHERE call_id = ANY(%(ids)s::integer[]) AND status <> 'ongoing';

@@ -1,0 +1,273 @@
+"""Per-minute billing and settlement on a real PostgreSQL and Redis, at explicit logical
+times. check_ledger() runs after every scenario."""
+
+import json
+from datetime import datetime, timedelta
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+import pytest
+import redis
+from ledger import (
+    add_user,
+    balance,
+    buy,
+    call,
+    check_ledger,
+    end_call_as_api,
+    give_badge,
+    money,
+    seen,
+    spent_minutes,
+    start_call,
+)
+
+from workers import events
+from workers.actors import WORK
+from workers.billing import deduct_per_minute_coins
+from workers.runs import RunOptions, Status, run_job
+from workers.schedule import JOBS
+
+IST = ZoneInfo("Asia/Kolkata")
+T0 = datetime(2026, 11, 22, 10, 0, 0, tzinfo=IST)
+HEARTBEAT = timedelta(seconds=120)
+MINUTE = timedelta(minutes=1)
+
+
+def tick(conn, at, **options):
+    return deduct_per_minute_coins(conn, at, timezone=IST, heartbeat_timeout=HEARTBEAT,
+                                   **options)
+
+
+@pytest.fixture
+def pair(conn):
+    """A caller with 1000 coins and a listener, both heard throughout (last seen far ahead
+    is how the tests keep a party 'heard' without ticking a clock)."""
+    caller = add_user(conn, coins=1000, seen=T0 + timedelta(days=1))
+    listener = add_user(conn, role="listener", seen=T0 + timedelta(days=1))
+    return caller, listener
+
+
+def test_a_call_owes_every_started_minute(conn, pair):
+    caller, listener = pair
+    c = start_call(conn, caller, listener, T0)
+
+    assert tick(conn, T0).minutes_charged == 0  # minute 1 was paid by the API
+    assert tick(conn, T0 + timedelta(seconds=59)).minutes_charged == 0
+    assert tick(conn, T0 + MINUTE).minutes_charged == 1
+    assert tick(conn, T0 + timedelta(minutes=5, seconds=30)).minutes_charged == 4
+    assert spent_minutes(conn, c) == [1, 2, 3, 4, 5, 6]
+    assert call(conn, c)["coins_spent"] == 60 and balance(conn, caller) == 940
+    check_ledger(conn)
+
+
+def test_a_duplicate_tick_charges_nothing(conn, pair):
+    caller, listener = pair
+    start_call(conn, caller, listener, T0)
+    first = tick(conn, T0 + 3 * MINUTE)
+    again = tick(conn, T0 + 3 * MINUTE)
+    assert (first.minutes_charged, again.minutes_charged) == (3, 0)
+    assert balance(conn, caller) == 960
+    check_ledger(conn)
+
+
+def test_missed_ticks_are_caught_up_and_a_late_tick_charges_nothing_more(conn, pair):
+    caller, listener = pair
+    c = start_call(conn, caller, listener, T0)
+    assert tick(conn, T0 + 10 * MINUTE).minutes_charged == 10
+    assert tick(conn, T0 + 4 * MINUTE).minutes_charged == 0  # a stale message
+    assert spent_minutes(conn, c) == list(range(1, 12))
+    check_ledger(conn)
+
+
+def test_a_call_inserted_unpaid_owes_minute_one(conn, pair):
+    caller, listener = pair
+    c = start_call(conn, caller, listener, T0, pay_first_minute=False)
+    assert tick(conn, T0).minutes_charged == 1
+    assert spent_minutes(conn, c) == [1]
+    check_ledger(conn)
+
+
+def test_a_late_tick_does_not_touch_a_call_that_started_after_it(conn, pair):
+    caller, listener = pair
+    c = start_call(conn, caller, listener, T0 + 5 * MINUTE, pay_first_minute=False)
+    result = tick(conn, T0)
+    assert (result.minutes_charged, result.ended) == (0, [])
+    assert call(conn, c)["status"] == "ongoing"
+
+
+def test_a_call_ends_exactly_when_its_coins_run_out(conn):
+    caller = add_user(conn, coins=45, seen=T0 + timedelta(days=1))
+    listener = add_user(conn, role="listener", seen=T0 + timedelta(days=1))
+    c = start_call(conn, caller, listener, T0)  # 35 coins left: minutes 2, 3 and 4
+
+    assert tick(conn, T0 + 2 * MINUTE).minutes_charged == 2
+    assert call(conn, c)["status"] == "ongoing"
+    result = tick(conn, T0 + 4 * MINUTE)  # owes 4 and 5, can pay 4 only
+    assert result.minutes_charged == 1
+    assert [e["end_reason"] for e in result.ended] == ["insufficient_coins"]
+    ended = call(conn, c)
+    assert (ended["status"], ended["end_reason"], ended["end_time"]) == \
+        ("dropped", "insufficient_coins", T0 + 4 * MINUTE)
+    assert (ended["coins_spent"], ended["duration_minutes"], ended["duration_seconds"]) == \
+        (40, 4, 240)
+    assert balance(conn, caller) == 5
+    assert tick(conn, T0 + 9 * MINUTE).minutes_charged == 0  # an ended call owes nothing
+    check_ledger(conn)
+
+
+def test_a_call_ends_at_once_when_the_balance_cannot_pay_the_next_minute(conn):
+    caller = add_user(conn, coins=60, seen=T0 + timedelta(days=1))
+    listener = add_user(conn, role="listener", seen=T0 + timedelta(days=1))
+    c = start_call(conn, caller, listener, T0, "video")  # all 60 coins went on minute 1
+    result = tick(conn, T0 + MINUTE)
+    assert result.minutes_charged == 0 and call(conn, c)["status"] == "dropped"
+    assert balance(conn, caller) == 0
+    check_ledger(conn)
+
+
+def test_owed_minutes_are_charged_oldest_first_across_a_callers_calls(conn):
+    caller = add_user(conn, coins=140, seen=T0 + timedelta(days=1))
+    first = add_user(conn, role="listener", seen=T0 + timedelta(days=1))
+    second = add_user(conn, role="listener", seen=T0 + timedelta(days=1))
+    older = start_call(conn, caller, first, T0)  # 130 coins left
+    newer = start_call(conn, caller, second, T0 + timedelta(seconds=30))  # 120 left
+
+    tick(conn, T0 + timedelta(minutes=20))  # owes 20 + 20 minutes, can pay 12
+    # minutes by start: older m2 (T0+1), newer m2 (T0+1:30), older m3 (T0+2), ...
+    assert spent_minutes(conn, older) == list(range(1, 8))
+    assert spent_minutes(conn, newer) == list(range(1, 8))
+    assert balance(conn, caller) == 0
+    assert {call(conn, c)["end_reason"] for c in (older, newer)} == {"insufficient_coins"}
+    check_ledger(conn)
+
+
+def test_a_silent_party_ends_the_call_instead_of_being_charged(conn):
+    caller = add_user(conn, coins=1000, seen=T0 + timedelta(minutes=2, seconds=10))
+    listener = add_user(conn, role="listener", seen=T0 + timedelta(days=1))
+    c = start_call(conn, caller, listener, T0)
+
+    assert tick(conn, T0 + 4 * MINUTE).ended == []  # heard 1:50 ago: within the timeout
+    result = tick(conn, T0 + 5 * MINUTE)  # heard 2:50 ago: silent since 4:10
+    assert [e["end_reason"] for e in result.ended] == ["heartbeat_timeout"]
+    ended = call(conn, c)
+    assert ended["end_time"] == T0 + timedelta(minutes=4, seconds=10)
+    # minutes 1-5 started before the caller went silent; none after
+    assert spent_minutes(conn, c) == [1, 2, 3, 4, 5]
+    check_ledger(conn)
+
+
+def test_a_party_never_seen_gets_the_heartbeat_timeout_from_the_call_start(conn):
+    caller = add_user(conn, coins=1000)  # no last_seen at all
+    listener = add_user(conn, role="listener")
+    c = start_call(conn, caller, listener, T0)
+    assert tick(conn, T0 + MINUTE).ended == []
+    assert tick(conn, T0 + 3 * MINUTE).ended[0]["call_id"] == c
+    assert spent_minutes(conn, c) == [1, 2]  # minute 3 would start as it went silent
+    assert call(conn, c)["end_time"] == T0 + HEARTBEAT
+
+
+def test_a_silent_call_is_ended_even_by_a_tick_long_after(conn, pair):
+    caller, listener = pair
+    seen(conn, T0, caller)
+    c = start_call(conn, caller, listener, T0)
+    result = tick(conn, T0 + timedelta(hours=3))  # the workers were down for hours
+    assert [e["call_id"] for e in result.ended] == [c]
+    assert spent_minutes(conn, c) == [1, 2] and call(conn, c)["end_time"] == T0 + HEARTBEAT
+    check_ledger(conn)
+
+
+def test_an_ended_call_is_settled_once_at_the_badge_rate_of_its_local_start_date(conn, pair):
+    caller, listener = pair
+    start = datetime(2026, 11, 21, 23, 50, tzinfo=IST)  # local date: the 21st
+    give_badge(conn, listener, start.date(), "silver")
+    give_badge(conn, listener, start.date() + timedelta(days=1), "gold")
+    buy(conn, caller, 1000)  # 21 video minutes cost 1260
+    c = start_call(conn, caller, listener, start, "video")
+    tick(conn, start + 20 * MINUTE)  # 21 minutes paid, into the 22nd
+    end_call_as_api(conn, c, start + timedelta(minutes=20, seconds=30))
+
+    first = tick(conn, start + 21 * MINUTE)
+    again = tick(conn, start + 22 * MINUTE)
+    assert (first.calls_settled, again.calls_settled) == (1, 0)
+    assert first.money_earned == Decimal("178.50")  # 21 x 8.50, silver on the 21st
+    assert call(conn, c)["listener_money_earned"] == Decimal("178.50")
+    assert money(conn, listener) == Decimal("178.50")
+    check_ledger(conn)
+
+
+def test_a_listener_without_a_badge_is_paid_basic(conn, pair):
+    caller, listener = pair
+    c = start_call(conn, caller, listener, T0)
+    tick(conn, T0 + 2 * MINUTE)
+    end_call_as_api(conn, c, T0 + timedelta(minutes=2, seconds=5))
+    assert tick(conn, T0 + 3 * MINUTE).money_earned == Decimal("3.00")  # 3 x 1.00
+    check_ledger(conn)
+
+
+def test_the_parties_of_an_ended_call_are_free_unless_on_another_call(conn):
+    caller = add_user(conn, coins=10, seen=T0 + timedelta(days=1))
+    listener = add_user(conn, role="listener", seen=T0 + timedelta(days=1))
+    other_caller = add_user(conn, coins=1000, seen=T0 + timedelta(days=1))
+    start_call(conn, caller, listener, T0)
+    start_call(conn, other_caller, listener, T0)
+    tick(conn, T0 + MINUTE)  # the first caller runs out
+    busy = {row["user_id"]: row["is_busy"] for row in conn.execute(
+        "SELECT user_id, is_busy FROM user_status")}
+    assert busy[caller] is False and busy[listener] is True and busy[other_caller] is True
+
+
+def test_a_topped_up_wallet_keeps_its_call_going(conn):
+    caller = add_user(conn, coins=20, seen=T0 + timedelta(days=1))
+    listener = add_user(conn, role="listener", seen=T0 + timedelta(days=1))
+    c = start_call(conn, caller, listener, T0)
+    tick(conn, T0 + MINUTE)
+    buy(conn, caller, 100)
+    tick(conn, T0 + 3 * MINUTE)
+    assert call(conn, c)["status"] == "ongoing" and balance(conn, caller) == 80
+    check_ledger(conn)
+
+
+def run_options(db, redis_url=None):
+    client = redis.Redis.from_url(redis_url or db.redis_url, socket_timeout=2,
+                                  socket_connect_timeout=2)
+    return RunOptions(timezone=IST, lock_timeout_ms=2000, abandon_grace=timedelta(seconds=60),
+                      params={"coin_deduction": {"heartbeat_timeout_seconds": 120}},
+                      redis=client)
+
+
+def test_the_job_keeps_the_redis_contract(db, conn, pair):
+    caller, listener = pair
+    client = redis.Redis.from_url(db.redis_url)
+    going = start_call(conn, caller, listener, T0)
+    broke = start_call(conn, add_user(conn, coins=10, seen=T0 + timedelta(days=1)), listener,
+                       T0)
+    client.hset(events.call_key(broke), "coins_spent", 10)  # as the API left it
+    subscriber = client.pubsub()
+    subscriber.subscribe(events.CALL_CHANNEL)
+    subscriber.get_message(timeout=5)  # the subscription confirmation
+
+    outcome = run_job(conn, JOBS["coin_deduction"], WORK["coin_deduction"], T0 + 2 * MINUTE,
+                      run_options(db))
+
+    assert outcome.status is Status.SUCCEEDED
+    assert outcome.result["minutes_charged"] == 2
+    assert outcome.result["calls_ended"] == {"insufficient_coins": 1}
+    assert client.hget(events.call_key(going), "coins_spent") == b"30"
+    assert not client.exists(events.call_key(broke))
+    message = subscriber.get_message(timeout=5)
+    assert json.loads(message["data"]) | {"ended_at": None} == {
+        "event": "call_ended", "call_id": broke, "reason": "insufficient_coins",
+        "ended_at": None, "coins_spent": 10, "caller_id": call(conn, broke)["user_id"],
+        "listener_id": listener}
+    subscriber.close()
+
+
+def test_a_redis_failure_never_undoes_the_money(db, conn, pair):
+    caller, listener = pair
+    start_call(conn, caller, listener, T0)
+    outcome = run_job(conn, JOBS["coin_deduction"], WORK["coin_deduction"], T0 + 2 * MINUTE,
+                      run_options(db, "redis://127.0.0.1:1/0"))
+    assert outcome.status is Status.SUCCEEDED
+    assert balance(conn, caller) == 970
+    check_ledger(conn)

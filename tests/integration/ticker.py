@@ -1,0 +1,32 @@
+"""Billing ticks in a process of its own, straight through workers.billing and so without
+the job's advisory lock: what the replica tests race against each other.
+
+    python ticker.py ISO_TIME [ISO_TIME ...]     one tick per time, in order
+    python ticker.py --forever ISO_TIME          the same tick again and again, until killed
+"""
+
+import sys
+from datetime import datetime, timedelta
+
+import workers
+from workers.billing import deduct_per_minute_coins
+from workers.db import connect
+
+HEARTBEAT = timedelta(seconds=120)
+
+
+def main(args: list[str]) -> None:
+    forever = args[:1] == ["--forever"]
+    times = [datetime.fromisoformat(text) for text in args[forever:]]
+    with connect(workers.settings.database_url, autocommit=True) as conn:
+        print("ready", flush=True)
+        while True:
+            for at in times:
+                deduct_per_minute_coins(conn, at, timezone=workers.settings.timezone,
+                                        heartbeat_timeout=HEARTBEAT)
+            if not forever:
+                return
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
