@@ -101,8 +101,9 @@ def spent_minutes(conn, call_id: int) -> list[int]:
         " ORDER BY call_minute", [call_id])]
 
 
-def check_ledger(conn, timezone: str = "Asia/Kolkata") -> None:
-    """The ledger's invariants, from the database alone."""
+def check_ledger(conn, timezone: str = "Asia/Kolkata", *, settled: bool = True) -> None:
+    """The ledger's invariants, from the database alone. With `settled`, also that every
+    ended call has been settled (true after a tick, not between the API's end and it)."""
     violations = conn.execute("""
         SELECT 'coins_spent differs from its spend rows' AS what, c.call_id AS id
         FROM user_calls c
@@ -126,7 +127,7 @@ def check_ledger(conn, timezone: str = "Asia/Kolkata") -> None:
         GROUP BY call_id HAVING max(call_minute) <> count(*)
         UNION ALL
         SELECT 'ended call not settled', call_id FROM user_calls
-        WHERE status <> 'ongoing' AND settled_at IS NULL
+        WHERE %(settled)s AND status <> 'ongoing' AND settled_at IS NULL
         UNION ALL
         SELECT 'call paid wrong', c.call_id
         FROM user_calls c
@@ -146,5 +147,8 @@ def check_ledger(conn, timezone: str = "Asia/Kolkata") -> None:
                                                    FROM user_transactions t
                                                    WHERE t.tx_type = 'earn'
                                                      AND t.call_id = c.call_id), 0)
-    """, {"tz": timezone}).fetchall()
+        UNION ALL
+        SELECT 'negative balance', wallet_id FROM user_wallets
+        WHERE balance_coins < 0 OR withdrawable_money < 0
+    """, {"tz": timezone, "settled": settled}).fetchall()
     assert violations == [], violations

@@ -3,7 +3,7 @@ from functools import partial
 
 import dramatiq
 
-from workers import catchup, jobs_pending
+from workers import catchup, housekeeping
 from workers.actors import job_actor
 
 
@@ -13,5 +13,5 @@ def send_run(name: str, slot: datetime) -> None:
         kwargs={"scheduled_for": slot.isoformat()})
 
 
-log_rotation = job_actor("log_rotation", jobs_pending.log_rotation)
+log_rotation = job_actor("log_rotation", housekeeping.log_rotation)
 catch_up = job_actor("catch_up", partial(catchup.catch_up, send=send_run))
