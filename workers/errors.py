@@ -7,6 +7,7 @@ workers.broker), `from` their cause, so users see one clear line and logs keep t
      |    +-- RedisUnavailable
      +-- UsageError             bad input from a user or a message (CLI exit 2, no retry)
      +-- SchemaMissing          the database has no (or an older) schema: run `db init`
+     +-- UnreadableArchive      log_rotation found a .log.gz it cannot read
 """
 
 
@@ -32,3 +33,7 @@ class UsageError(WorkersError):
 
 class SchemaMissing(WorkersError):
     pass
+
+
+class UnreadableArchive(WorkersError):
+    """A .log.gz that is not valid gzip sits beside a .log to compress into it."""

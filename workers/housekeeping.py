@@ -28,7 +28,7 @@ from pathlib import Path
 import psycopg
 
 from workers.db import queries
-from workers.errors import WorkersError
+from workers.errors import UnreadableArchive
 from workers.logs import LOG_FILE_PREFIX
 from workers.runs import RunContext
 from workers.settings import DEFAULT_JOB_RUNS_RETENTION_DAYS, DEFAULT_LOG_RETENTION_DAYS
@@ -44,10 +44,6 @@ _OWN_FILE = re.compile(
     rf"{re.escape(LOG_FILE_PREFIX)}(?P<day>\d{{4}}-\d{{2}}-\d{{2}})"
     r"(?P<suffix>\.log(?:\.gz(?:\.tmp)?)?)", re.ASCII)
 LOG, ARCHIVE, PARTIAL = ".log", ".log.gz", ".log.gz.tmp"
-
-
-class UnreadableArchive(WorkersError):
-    """A .log.gz that is not valid gzip sits beside a .log to compress into it."""
 
 
 def log_rotation(conn: psycopg.Connection, run: RunContext) -> dict:
