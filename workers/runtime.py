@@ -5,6 +5,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from redis import Redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from workers.db import Pool
 from workers.runs import RunOptions
@@ -25,7 +27,8 @@ class Runtime:
 def redis_client(settings: Settings) -> Redis:
     """A client for the jobs' own Redis use (events, caches); it connects on first use."""
     return Redis.from_url(settings.redis_url, socket_timeout=REDIS_TIMEOUT,
-                          socket_connect_timeout=REDIS_TIMEOUT)
+                          socket_connect_timeout=REDIS_TIMEOUT,
+                          retry=Retry(NoBackoff(), REDIS_RETRIES))
 
 
 def run_options(settings: Settings, redis: Redis | None) -> RunOptions:
@@ -36,6 +39,9 @@ def run_options(settings: Settings, redis: Redis | None) -> RunOptions:
 
 #: How long a job's Redis call may take before it counts as failed (seconds).
 REDIS_TIMEOUT = 5
+#: Retries of a failed Redis call, at once: redis-py's default backs off for seconds, which
+#: a dead Redis would add to every run (a failed after-commit step is repaired later anyway).
+REDIS_RETRIES = 1
 
 _current: Runtime | None = None
 

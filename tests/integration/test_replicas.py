@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from workers.db import queries
 from workers.runs import RunOptions, Status, run_job
 from workers.schedule import JOBS
 
@@ -68,6 +69,11 @@ def rows(conn):
         "SELECT * FROM job_runs WHERE job = %s", [JOB.name])}
 
 
+def abandoned_or_running(conn) -> dict:
+    conn.execute(queries("runs.sql")["mark_abandoned"], {"jobs": [JOB.name]})
+    return rows(conn)[SLOT]
+
+
 def test_two_processes_racing_for_a_job_one_runs_and_one_records_skipped(conn, replicas):
     first = replicas(SLOT, "first")
     first.wait_holding()
@@ -112,7 +118,11 @@ def test_the_lock_is_free_again_after_its_holder_is_sigkilled(conn, replicas):
         time.sleep(0.05)
     assert outcome.status is Status.SUCCEEDED
 
-    killed = rows(conn)[SLOT]
+    # The lock goes with the killed backend's transaction; the backend itself may linger a
+    # moment in pg_stat_activity, so its run is recognised as abandoned once it has gone.
+    while (killed := abandoned_or_running(conn))["status"] == "running":
+        assert time.monotonic() < deadline, "the killed run was never seen as abandoned"
+        time.sleep(0.05)
     assert killed["status"] == "abandoned"
     assert conn.execute("SELECT count(*) AS n FROM users").fetchone()["n"] == 0, \
         "the killed run's writes must have rolled back"

@@ -1,4 +1,4 @@
-from workers import jobs_pending
+from workers import badges
 from workers.actors import job_actor
 
-badge_assignment = job_actor("badge_assignment", jobs_pending.badge_assignment)
+badge_assignment = job_actor("badge_assignment", badges.badge_assignment)

@@ -1,4 +1,4 @@
-from workers import jobs_pending
+from workers import presence
 from workers.actors import job_actor
 
-presence_cleanup = job_actor("presence_cleanup", jobs_pending.presence_cleanup)
+presence_cleanup = job_actor("presence_cleanup", presence.presence_cleanup)
