@@ -35,3 +35,28 @@ def test_a_second_process_appends_to_the_same_day_file(tmp_path):
         handler.close()
     assert (tmp_path / "saathii-workers-2026-11-22.log").read_text() \
         == "first process\nsecond process\n"
+
+
+def test_with_log_dir_set_the_workers_log_to_the_day_file_too(tmp_path, monkeypatch):
+    from workers.logs import FILE_LOGGERS, configure_logging
+    from workers.settings import Settings
+
+    monkeypatch.setenv("LOG_DIR", str(tmp_path / "logs"))
+    settings = Settings(_env_file=None)
+    before = {name: list(logging.getLogger(name).handlers) for name in FILE_LOGGERS}
+    try:
+        configure_logging(settings)
+        configure_logging(settings)  # idempotent: one handler per logger
+        logging.getLogger("workers.test").warning("billing tick done")
+        logging.getLogger("dramatiq.test").warning("worker booted")
+    finally:
+        for name in FILE_LOGGERS:
+            logger = logging.getLogger(name)
+            for handler in set(logger.handlers) - set(before[name]):
+                handler.close()
+                logger.removeHandler(handler)
+    [path] = (tmp_path / "logs").iterdir()
+    assert path.name.startswith("saathii-workers-") and path.name.endswith(".log")
+    lines = path.read_text().splitlines()
+    assert len(lines) == 2
+    assert "billing tick done" in lines[0] and "worker booted" in lines[1]
