@@ -2,17 +2,25 @@
 -- time of the tick, %(now)s, and never reads the clock for a business rule. Where each
 -- ongoing call stands (paid, owed, silent) is the rule of ongoing_calls_at() in schema.sql.
 
+-- Statements that take %(calls)s act on those call ids only, or on every call when NULL.
+
 -- name: lock_ongoing_calls
 -- A tick first locks every ongoing call, in id order as every writer here does, so that
 -- what it reads stays true until it commits: the API's writes to these calls wait for it.
 SELECT count(*) AS calls
-FROM (SELECT 1 FROM user_calls WHERE status = 'ongoing' ORDER BY call_id FOR UPDATE) c;
+FROM (SELECT 1 FROM user_calls
+      WHERE status = 'ongoing'
+        AND (%(calls)s::integer[] IS NULL OR call_id = ANY(%(calls)s::integer[]))
+      ORDER BY call_id FOR UPDATE) c;
 
 -- name: lock_callers_wallets
 -- ... then the wallets of their callers, in id order: balances cannot move under it.
 SELECT count(*) AS wallets
 FROM (SELECT 1 FROM user_wallets
-      WHERE user_id IN (SELECT user_id FROM user_calls WHERE status = 'ongoing')
+      WHERE user_id IN (SELECT user_id FROM user_calls
+                        WHERE status = 'ongoing'
+                          AND (%(calls)s::integer[] IS NULL
+                               OR call_id = ANY(%(calls)s::integer[])))
       ORDER BY wallet_id FOR UPDATE) w;
 
 -- name: charge_owed_minutes
@@ -25,6 +33,7 @@ WITH owed AS (
            b.start_time + (minute - 1) * interval '1 minute' AS minute_start
     FROM ongoing_calls_at(%(now)s, %(heartbeat)s) b
     CROSS JOIN LATERAL generate_series(b.paid + 1, b.due) AS minute
+    WHERE %(calls)s::integer[] IS NULL OR b.call_id = ANY(%(calls)s::integer[])
 ),
 affordable AS (
     SELECT o.call_id, o.minute, o.rate, w.wallet_id
@@ -72,7 +81,8 @@ WITH ending AS (
            CASE WHEN silent THEN 'heartbeat_timeout' ELSE 'insufficient_coins' END AS reason,
            CASE WHEN silent THEN silent_since ELSE %(now)s END AS end_time
     FROM ongoing_calls_at(%(now)s, %(heartbeat)s)
-    WHERE silent OR due > paid
+    WHERE (silent OR due > paid)
+      AND (%(calls)s::integer[] IS NULL OR call_id = ANY(%(calls)s::integer[]))
 )
 UPDATE user_calls c
 SET status = 'dropped', end_reason = e.reason, end_time = e.end_time,
@@ -80,6 +90,16 @@ SET status = 'dropped', end_reason = e.reason, end_time = e.end_time,
     duration_minutes = c.coins_spent / call_rate(c.call_type), updated_at = now()
 FROM ending e
 WHERE c.call_id = e.call_id
+RETURNING c.call_id, c.user_id, c.listener_id, c.end_reason, c.end_time, c.coins_spent;
+
+-- name: end_calls_as_asked
+-- End these calls at the tick, as a party asked (the API's hang-up), once their owed
+-- minutes were charged: 'completed'.
+UPDATE user_calls c
+SET status = 'completed', end_reason = 'completed', end_time = %(now)s,
+    duration_seconds = floor(extract(epoch FROM %(now)s - c.start_time))::integer,
+    duration_minutes = c.coins_spent / call_rate(c.call_type), updated_at = now()
+WHERE c.call_id = ANY(%(calls)s::integer[]) AND c.status = 'ongoing'
 RETURNING c.call_id, c.user_id, c.listener_id, c.end_reason, c.end_time, c.coins_spent;
 
 -- name: end_expired_calls

@@ -48,18 +48,38 @@ def deduct_per_minute_coins(conn: psycopg.Connection, now: datetime, *, timezone
     """One billing tick at logical time `now`. With `end_expired`, calls whose busy_until
     passed are ended too (call_cleanup's safety net). Runs in a transaction of its own, or
     as a savepoint of the caller's."""
+    return _tick(conn, now, timezone=timezone, heartbeat_timeout=heartbeat_timeout,
+                 end_expired=end_expired)
+
+
+def end_call(conn: psycopg.Connection, call_id: int, now: datetime, *, timezone: ZoneInfo,
+             heartbeat_timeout: timedelta) -> Tick:
+    """End one call at logical time `now` as a party asked (the API's hang-up): its owed
+    minutes are charged first, as a tick would; it ends 'completed', or 'dropped' for
+    insufficient coins (or a silent party) if those minutes could not all be paid; then it
+    is settled and its parties freed. Ending a call that already ended does nothing."""
+    return _tick(conn, now, timezone=timezone, heartbeat_timeout=heartbeat_timeout,
+                 calls=[call_id], hang_up=True)
+
+
+def _tick(conn: psycopg.Connection, now: datetime, *, timezone: ZoneInfo,
+          heartbeat_timeout: timedelta, calls: list[int] | None = None,
+          end_expired: bool = False, hang_up: bool = False) -> Tick:
     sql = queries("billing.sql")
-    params = {"now": now, "heartbeat": heartbeat_timeout, "timezone": timezone.key}
+    params = {"now": now, "heartbeat": heartbeat_timeout, "timezone": timezone.key,
+              "calls": calls}
     tick = Tick()
     with conn.transaction():
-        tick.calls_seen = conn.execute(sql["lock_ongoing_calls"]).fetchone()["calls"]
-        conn.execute(sql["lock_callers_wallets"])
+        tick.calls_seen = conn.execute(sql["lock_ongoing_calls"], params).fetchone()["calls"]
+        conn.execute(sql["lock_callers_wallets"], params)
         charged = conn.execute(sql["charge_owed_minutes"], params).fetchone()
         tick.minutes_charged = charged["minutes_charged"]
         tick.coins_charged = charged["coins_charged"]
         tick.ended = conn.execute(sql["end_calls"], params).fetchall()
         if end_expired:
             tick.ended += conn.execute(sql["end_expired_calls"], params).fetchall()
+        if hang_up:
+            tick.ended += conn.execute(sql["end_calls_as_asked"], params).fetchall()
         ended_ids = {call["call_id"] for call in tick.ended}
         tick.charged = {call_id: coins for call_id, coins in zip(
             charged["charged_call_ids"], charged["charged_coins_spent"], strict=True)

@@ -13,10 +13,6 @@ from workers.settings import Settings
 
 log = logging.getLogger(__name__)
 
-#: A message of a SIGKILLed worker goes back to its queue once the worker's heartbeat is
-#: this old (milliseconds). Dramatiq's default (60 s) is kept: lower means a slow but live
-#: worker's messages can be delivered twice, which the run contract tolerates anyway.
-HEARTBEAT_TIMEOUT_MS = 60_000
 #: Dead-lettered messages are kept this long for inspection (milliseconds): 7 days.
 DEAD_MESSAGE_TTL_MS = 7 * 24 * 3600 * 1000
 
@@ -35,7 +31,8 @@ def create_broker(settings: Settings) -> RedisBroker:
     """Sentry first (it patches the broker class), then the broker, made the global one.
     Middleware order matters: periodiq's must exist before any actor is declared."""
     init_sentry(settings)
-    broker = RedisBroker(url=settings.redis_url, heartbeat_timeout=HEARTBEAT_TIMEOUT_MS,
+    broker = RedisBroker(url=settings.redis_url,
+                         heartbeat_timeout=settings.dramatiq_heartbeat_timeout_ms,
                          dead_message_ttl=DEAD_MESSAGE_TTL_MS)
     broker.add_middleware(CurrentMessage())
     broker.add_middleware(PeriodiqMiddleware(skip_delay=settings.periodiq_skip_delay))

@@ -24,6 +24,10 @@ DEFAULT_LOCK_TIMEOUT_MS = 5_000
 #: Grace after a run's time limit before a 'running' row counts as abandoned (seconds).
 DEFAULT_ABANDON_GRACE = 60
 
+#: A SIGKILLed worker's messages go back to their queue once its heartbeat is this old
+#: (milliseconds). Lower means a slow but live worker's messages may be delivered twice,
+#: which the run contract tolerates anyway.
+DEFAULT_DRAMATIQ_HEARTBEAT_TIMEOUT_MS = 60_000
 #: A call whose caller or listener has not been seen for this long is ended, not charged
 #: (seconds).
 DEFAULT_HEARTBEAT_TIMEOUT = 120
@@ -51,6 +55,7 @@ class Settings(BaseSettings):
     db_lock_timeout_ms: int = Field(DEFAULT_LOCK_TIMEOUT_MS, ge=1)
     abandon_grace_seconds: int = Field(DEFAULT_ABANDON_GRACE, ge=0)
     catch_up_on_boot: bool = True
+    dramatiq_heartbeat_timeout_ms: int = Field(DEFAULT_DRAMATIQ_HEARTBEAT_TIMEOUT_MS, ge=1000)
     heartbeat_timeout_seconds: int = Field(DEFAULT_HEARTBEAT_TIMEOUT, ge=10)
     presence_inactive_minutes: int = Field(DEFAULT_PRESENCE_INACTIVE_MINUTES, ge=1)
     log_retention_days: int = Field(DEFAULT_LOG_RETENTION_DAYS, ge=1)

@@ -24,7 +24,7 @@ from ledger import (
 
 from workers import events
 from workers.actors import WORK
-from workers.billing import deduct_per_minute_coins
+from workers.billing import deduct_per_minute_coins, end_call
 from workers.runs import RunOptions, Status, run_job
 from workers.schedule import JOBS
 
@@ -270,4 +270,31 @@ def test_a_redis_failure_never_undoes_the_money(db, conn, pair):
                       run_options(db, "redis://127.0.0.1:1/0"))
     assert outcome.status is Status.SUCCEEDED
     assert balance(conn, caller) == 970
+    check_ledger(conn)
+
+
+def test_a_hang_up_charges_the_owed_minutes_then_completes_the_call(conn, pair):
+    caller, listener = pair
+    c = start_call(conn, caller, listener, T0)
+    tick(conn, T0 + MINUTE)
+    ended = end_call(conn, c, T0 + timedelta(minutes=3, seconds=20), timezone=IST,
+                     heartbeat_timeout=HEARTBEAT)
+    assert ended.minutes_charged == 2  # minutes 3 and 4 started before the hang-up
+    done = call(conn, c)
+    assert (done["status"], done["end_reason"], done["duration_seconds"]) == \
+        ("completed", "completed", 200)
+    assert done["settled_at"] is not None and done["listener_money_earned"] == Decimal("4.00")
+    again = end_call(conn, c, T0 + 9 * MINUTE, timezone=IST, heartbeat_timeout=HEARTBEAT)
+    assert (again.minutes_charged, again.ended) == (0, [])
+    check_ledger(conn)
+
+
+def test_a_hang_up_the_caller_cannot_pay_for_ends_dropped(conn):
+    caller = add_user(conn, coins=20, seen=T0 + timedelta(days=1))
+    listener = add_user(conn, role="listener", seen=T0 + timedelta(days=1))
+    c = start_call(conn, caller, listener, T0)
+    end_call(conn, c, T0 + 5 * MINUTE, timezone=IST, heartbeat_timeout=HEARTBEAT)
+    assert (call(conn, c)["status"], call(conn, c)["end_reason"]) == \
+        ("dropped", "insufficient_coins")
+    assert spent_minutes(conn, c) == [1, 2]
     check_ledger(conn)
