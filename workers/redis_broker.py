@@ -33,6 +33,7 @@ def create_broker(settings: Settings) -> RedisBroker:
     init_sentry(settings)
     broker = RedisBroker(url=settings.redis_url,
                          heartbeat_timeout=settings.dramatiq_heartbeat_timeout_ms,
+                         maintenance_chance=settings.dramatiq_maintenance_chance,
                          dead_message_ttl=DEAD_MESSAGE_TTL_MS)
     broker.add_middleware(CurrentMessage())
     broker.add_middleware(PeriodiqMiddleware(skip_delay=settings.periodiq_skip_delay))

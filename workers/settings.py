@@ -28,6 +28,9 @@ DEFAULT_ABANDON_GRACE = 60
 #: (milliseconds). Lower means a slow but live worker's messages may be delivered twice,
 #: which the run contract tolerates anyway.
 DEFAULT_DRAMATIQ_HEARTBEAT_TIMEOUT_MS = 60_000
+#: Of a million Redis broker commands, how many also requeue the messages of dead workers
+#: (Dramatiq's default: 1 in 1000). Higher finds a killed worker's messages sooner.
+DEFAULT_DRAMATIQ_MAINTENANCE_CHANCE = 1_000
 #: A call whose caller or listener has not been seen for this long is ended, not charged
 #: (seconds).
 DEFAULT_HEARTBEAT_TIMEOUT = 120
@@ -56,6 +59,8 @@ class Settings(BaseSettings):
     abandon_grace_seconds: int = Field(DEFAULT_ABANDON_GRACE, ge=0)
     catch_up_on_boot: bool = True
     dramatiq_heartbeat_timeout_ms: int = Field(DEFAULT_DRAMATIQ_HEARTBEAT_TIMEOUT_MS, ge=1000)
+    dramatiq_maintenance_chance: int = Field(DEFAULT_DRAMATIQ_MAINTENANCE_CHANCE, ge=1,
+                                             le=1_000_000)
     heartbeat_timeout_seconds: int = Field(DEFAULT_HEARTBEAT_TIMEOUT, ge=10)
     presence_inactive_minutes: int = Field(DEFAULT_PRESENCE_INACTIVE_MINUTES, ge=1)
     log_retention_days: int = Field(DEFAULT_LOG_RETENTION_DAYS, ge=1)
