@@ -180,8 +180,11 @@ def test_postgres_shut_down_immediately_mid_tick_loses_nothing(tmp_path):
              (t0 + timedelta(minutes=40)).isoformat(), (t0 + timedelta(minutes=3)).isoformat()],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         assert ticker.stdout.readline().strip() == "ready"
-        time.sleep(0.3)  # let it get into a tick; the shutdown lands wherever it is
-        postgres.stop("immediate")
+        with psycopg.connect(url, autocommit=True) as watcher:  # catch it mid-statement
+            wait_for("a tick in progress", lambda: watcher.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE state = 'active'"
+                " AND application_name = 'saathii-workers'").fetchone()[0])
+            postgres.stop("immediate")
         ticker.wait(timeout=PATIENCE)  # its connection died with the server
         ticker.stdout.close()
         postgres.start()
