@@ -53,3 +53,7 @@ SELECT count(*) AS total_listeners,
 FROM user_roles r
 LEFT JOIN listener_badges b ON b.listener_id = r.user_id AND b.date = %(day)s::date
 WHERE r.role = 'listener' AND r.active;
+
+-- name: mark_badge_day
+-- Day D's badges are assigned: its calls can now be settled at its rates.
+INSERT INTO badge_days (date) VALUES (%(day)s::date) ON CONFLICT (date) DO NOTHING;

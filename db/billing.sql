@@ -129,7 +129,8 @@ ON CONFLICT (user_id) DO NOTHING;
 -- API): paid minutes x the listener's badge rate for the call's type on the call's local
 -- start date (basic without a badge row), in rupees, credited to withdrawable_money by one
 -- 'earn' row, unique per call, so a call is paid exactly once. listener_money_earned
--- records it; settled_at marks the call done (also when it earned nothing).
+-- records it; settled_at marks the call done (also when it earned nothing). A call waits
+-- until the badges of its local start day are assigned (badge_days).
 WITH ended AS (
     SELECT c.call_id, c.listener_id,
            (c.coins_spent / call_rate(c.call_type))
@@ -143,6 +144,8 @@ WITH ended AS (
            ON b.listener_id = c.listener_id
           AND b.date = (c.start_time AT TIME ZONE %(timezone)s)::date
     WHERE c.status <> 'ongoing' AND c.settled_at IS NULL
+      AND EXISTS (SELECT 1 FROM badge_days d
+                  WHERE d.date = (c.start_time AT TIME ZONE %(timezone)s)::date)
     ORDER BY c.call_id
     FOR UPDATE OF c
 ),

@@ -81,7 +81,7 @@ SET status = %(status)s,
 WHERE run_id = %(run_id)s;
 
 -- name: missed
--- A job's latest slot was missed when no attempt of it succeeded or is running: no row at
+-- A candidate slot of a job (its latest, or each in its catch-up window) was missed when no attempt of it succeeded or is running: no row at
 -- all (the scheduler was down, the message was lost, or dropped as stale), or a last
 -- attempt that was skipped, abandoned, or failed with attempts to spare. Paused jobs wait.
 SELECT c.job, c.scheduled_for
@@ -93,7 +93,7 @@ WHERE NOT coalesce(s.paused, false)
   AND (r.run_id IS NULL
        OR r.status IN ('skipped', 'abandoned')
        OR (r.status = 'failed' AND r.attempt < c.max_attempts))
-ORDER BY c.job;
+ORDER BY c.job, c.scheduled_for;
 
 -- name: latest_runs
 -- The last attempt of each job, for `status`.

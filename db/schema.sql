@@ -208,6 +208,16 @@ VALUES ('basic', 0, 1.00, 6.00), ('bronze', 180, 1.25, 7.00), ('silver', 360, 1.
        ('gold', 540, 1.80, 10.00)
 ON CONFLICT (badge) DO NOTHING;
 
+-- The local days whose badges have been assigned. A call is settled only once its local
+-- start day is here: it is paid at that day's badge rate, never at 'basic' for want of a
+-- badge that the 00:01 run (or its catch-up) assigns a moment later.
+CREATE TABLE IF NOT EXISTS badge_days (
+    date         date PRIMARY KEY,
+    assigned_at  timestamptz NOT NULL DEFAULT now(),
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    updated_at   timestamptz NOT NULL DEFAULT now()
+);
+
 -- Which call and which of its minutes a 'spend' pays, which call an 'earn' settles. The
 -- API sets them for the minute 1 it charges; the workers for everything they write.
 SELECT pg_temp.add_column('user_transactions', 'call_id',
@@ -296,5 +306,6 @@ CREATE TABLE IF NOT EXISTS schema_version (
 
 INSERT INTO schema_version (version, description)
 VALUES (1, 'Saathii tables, money constraints, job_runs, job_settings'),
-       (2, 'ledger keys per call minute and settlement, badge levels, call end reasons')
+       (2, 'ledger keys per call minute and settlement, badge levels, call end reasons'),
+       (3, 'badge_days: settlement waits for its day''s badges')
 ON CONFLICT (version) DO NOTHING;

@@ -24,6 +24,7 @@ def assign_daily_badges(conn: psycopg.Connection, day: date, timezone: ZoneInfo 
     sql = queries("badges.sql")
     params = {"day": day, "tz": str(timezone)}
     conn.execute(sql["assign_daily_badges"], params)
+    conn.execute(sql["mark_badge_day"], params)
     counts = conn.execute(sql["badge_counts"], params).fetchone()
     return {**counts, "errors": 0}
 

@@ -21,6 +21,8 @@ from workers.schedule import JOBS
 from workers.settings import Settings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
+#: The most rows `history` shows.
+MAX_HISTORY = 10_000
 #: How long to wait for Redis before calling it unreachable (seconds).
 REDIS_TIMEOUT = 5
 
@@ -166,8 +168,8 @@ def status(args, settings: Settings) -> int:
 
 
 def history(args, settings: Settings) -> int:
-    if args.limit < 1:
-        raise UsageError("--limit must be at least 1")
+    if not 1 <= args.limit <= MAX_HISTORY:
+        raise UsageError(f"--limit must be between 1 and {MAX_HISTORY}")
     with connect(settings.database_url, autocommit=True) as conn:
         schema_version(conn)
         runs = conn.execute(queries("runs.sql")["history"],

@@ -26,6 +26,9 @@ class MissedRuns(StrEnum):
     SKIP = "skip"
     #: Run the latest missed slot once, however many were missed (coalesced).
     LATEST = "latest"
+    #: Run every missed slot within the job's catch-up window, each once: for badges, a
+    #: day without its badges would leave its calls unsettled.
+    ALL = "all"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -40,6 +43,8 @@ class Job:
     #: Dramatiq retries of a failed run (the same slot, attempt + 1).
     max_retries: int = 0
     missed: MissedRuns = MissedRuns.SKIP
+    #: How far back MissedRuns.ALL looks for missed slots.
+    catch_up_window: timedelta = timedelta(days=7)
 
     def __post_init__(self):
         cron.parse(self.cron)  # refuse a bad spec where it is declared
@@ -81,7 +86,7 @@ JOBS: dict[str, Job] = {
             lock_id=4,
             time_limit=timedelta(minutes=10),
             max_retries=3,
-            missed=MissedRuns.LATEST,
+            missed=MissedRuns.ALL,
         ),
         Job(
             name="log_rotation",

@@ -58,7 +58,15 @@ def start_call(conn, caller: int, listener: int, at: datetime, call_type: str = 
                      " WHERE user_id = %s", [-rate, call, caller])
     conn.execute("UPDATE user_status SET is_busy = true WHERE user_id IN (%s, %s)",
                  [caller, listener])
+    badges_assigned(conn, at)
     return call
+
+
+def badges_assigned(conn, at: datetime, timezone: str = "Asia/Kolkata") -> None:
+    """As on a healthy system: the badges of `at`'s local day have been assigned (so calls
+    of that day can be settled). Tests of the waiting itself delete the row."""
+    conn.execute("INSERT INTO badge_days (date) VALUES ((%s AT TIME ZONE %s)::date)"
+                 " ON CONFLICT DO NOTHING", [at, timezone])
 
 
 def seen(conn, at: datetime, *users: int) -> None:

@@ -252,3 +252,10 @@ def test_the_actor_runs_this_work():
     from workers.actors import WORK
 
     assert WORK[JOB.name] is badge_assignment
+
+
+def test_assigning_a_day_opens_it_for_settlement_even_without_listeners(conn):
+    assign_daily_badges(conn, D, KOLKATA)
+    assign_daily_badges(conn, D, KOLKATA)
+    days = [row["date"] for row in conn.execute("SELECT date FROM badge_days")]
+    assert days == [D]

@@ -298,3 +298,19 @@ def test_a_hang_up_the_caller_cannot_pay_for_ends_dropped(conn):
         ("dropped", "insufficient_coins")
     assert spent_minutes(conn, c) == [1, 2]
     check_ledger(conn)
+
+
+def test_a_call_waits_for_its_days_badges_before_it_is_settled(conn, pair):
+    caller, listener = pair
+    start = datetime(2026, 11, 23, 0, 0, 10, tzinfo=IST)  # just after local midnight
+    c = start_call(conn, caller, listener, start)
+    conn.execute("DELETE FROM badge_days")  # the 00:01 badge run has not happened yet
+    end_call_as_api(conn, c, start + timedelta(seconds=40))
+
+    assert tick(conn, start + timedelta(seconds=45)).calls_settled == 0
+    assert call(conn, c)["settled_at"] is None
+
+    give_badge(conn, listener, start.date(), "gold")  # the 00:01 run, as badges.py does it
+    conn.execute("INSERT INTO badge_days (date) VALUES (%s)", [start.date()])
+    assert tick(conn, start + timedelta(minutes=2)).money_earned == Decimal("1.80")
+    check_ledger(conn)

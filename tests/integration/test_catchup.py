@@ -17,7 +17,13 @@ LOGS = datetime(2026, 11, 22, 1, 0, tzinfo=IST)  # today's log_rotation slot
 
 
 def missed(conn, now=NOW):
+    """The latest missed slot of each job."""
     return {name: slot for name, slot in missed_slots(conn, JOBS.values(), now, IST)}
+
+
+def missed_of(conn, job, now=NOW):
+    """Every missed slot of `job`, oldest first."""
+    return [slot for name, slot in missed_slots(conn, JOBS.values(), now, IST) if name == job]
 
 
 def record(conn, job, slot, status, attempt=1, **extra):
@@ -27,8 +33,9 @@ def record(conn, job, slot, status, attempt=1, **extra):
 
 
 def test_only_jobs_whose_policy_asks_are_caught_up():
-    assert {job.name for job in JOBS.values() if job.missed is MissedRuns.LATEST} \
-        == {"badge_assignment", "log_rotation"}
+    assert {name: job.missed for name, job in JOBS.items() if job.missed is not
+            MissedRuns.SKIP} == {"badge_assignment": MissedRuns.ALL,
+                                 "log_rotation": MissedRuns.LATEST}
 
 
 def test_the_latest_slot_of_a_job_that_never_ran_is_missed(conn):
@@ -36,13 +43,26 @@ def test_the_latest_slot_of_a_job_that_never_ran_is_missed(conn):
 
 
 def test_days_of_missed_slots_coalesce_into_the_latest_one(conn):
-    record(conn, "badge_assignment", BADGES - timedelta(days=3), "succeeded")
-    assert missed(conn)["badge_assignment"] == BADGES
+    record(conn, "log_rotation", LOGS - timedelta(days=3), "succeeded")
+    assert missed_of(conn, "log_rotation") == [LOGS]
+
+
+def test_every_missed_badge_day_within_the_window_is_run(conn):
+    for days_ago in (0, 2, 3, 4, 5, 6):
+        record(conn, "badge_assignment", BADGES - timedelta(days=days_ago), "succeeded")
+    record(conn, "badge_assignment", BADGES - timedelta(days=9), "failed",
+           attempt=1)  # out of the window: left to an operator's backfill
+    assert missed_of(conn, "badge_assignment") == [BADGES - timedelta(days=1)]
+    conn.execute("DELETE FROM job_runs")
+    assert missed_of(conn, "badge_assignment") == [BADGES - timedelta(days=d)
+                                                   for d in range(6, -1, -1)]
 
 
 def test_a_succeeded_slot_is_not_missed(conn):
+    record(conn, "log_rotation", LOGS, "succeeded")
     record(conn, "badge_assignment", BADGES, "succeeded")
-    assert missed(conn) == {"log_rotation": LOGS}
+    assert "log_rotation" not in missed(conn)
+    assert BADGES not in missed_of(conn, "badge_assignment")
 
 
 def test_a_skipped_slot_is_missed(conn):
@@ -69,32 +89,39 @@ def test_a_running_slot_is_missed_only_once_abandoned(db, conn):
         record(conn, "badge_assignment", BADGES, "running", backend_pid=alive["pid"],
                backend_start=alive["backend_start"],
                deadline=datetime.now(UTC) + timedelta(hours=1))  # a real-time lease
-        assert "badge_assignment" not in missed(conn)
+        assert BADGES not in missed_of(conn, "badge_assignment")
     # its owner's session is gone now
-    assert missed(conn)["badge_assignment"] == BADGES
+    assert BADGES in missed_of(conn, "badge_assignment")
     assert conn.execute("SELECT status FROM job_runs WHERE job = 'badge_assignment'"
                         ).fetchone()["status"] == "abandoned"
 
 
 def test_a_slot_is_not_missed_before_its_own_message_had_time(conn):
-    record(conn, "badge_assignment", BADGES - timedelta(days=1), "succeeded")
     just_after = BADGES + timedelta(minutes=1)
-    assert "badge_assignment" not in missed(conn, now=just_after)
-    assert missed(conn, now=BADGES + timedelta(minutes=3))["badge_assignment"] == BADGES
+    assert BADGES not in missed_of(conn, "badge_assignment", now=just_after)
+    assert BADGES in missed_of(conn, "badge_assignment", now=BADGES + timedelta(minutes=3))
 
 
 def test_the_catch_up_run_asks_for_each_missed_slot_once(conn):
     sent = []
     work = partial(catch_up, send=lambda name, slot: sent.append((name, slot)))
 
-    first = run_job(conn, JOBS["catch_up"], work, NOW, OPTIONS)
+    minute = NOW
+    first = run_job(conn, JOBS["catch_up"], work, minute, OPTIONS)
     assert first.status is Status.SUCCEEDED
+    assert len(first.result["missed"]) == 8  # a week of badge days and today's log rotation
+    # newest first, one slot a job a run: the rest follow in the next minutes' runs
     assert sorted(sent) == [("badge_assignment", BADGES.astimezone(UTC)),
                             ("log_rotation", LOGS.astimezone(UTC))]
-    for name, slot in sent:  # the workers run what was sent
-        assert run_job(conn, JOBS[name], WORK[name], slot, OPTIONS).status is Status.SUCCEEDED
-
-    sent.clear()
-    later = run_job(conn, JOBS["catch_up"], work, NOW + timedelta(minutes=1), OPTIONS)
-    assert later.status is Status.SUCCEEDED and later.result == {"missed": []}
-    assert sent == []
+    ran = []
+    while sent:
+        for name, slot in sent:  # the workers run what was sent
+            assert run_job(conn, JOBS[name], WORK[name], slot, OPTIONS).status \
+                is Status.SUCCEEDED
+        ran += sent
+        sent.clear()
+        minute += timedelta(minutes=1)
+        assert run_job(conn, JOBS["catch_up"], work, minute, OPTIONS).status is Status.SUCCEEDED
+    badge_days = [slot for name, slot in ran if name == "badge_assignment"]
+    assert badge_days == [(BADGES - timedelta(days=d)).astimezone(UTC) for d in range(7)]
+    assert [slot for name, slot in ran if name == "log_rotation"] == [LOGS.astimezone(UTC)]

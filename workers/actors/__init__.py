@@ -10,16 +10,17 @@ goes to Dramatiq's dead-letter queue, having written nothing.
 
 import logging
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import dramatiq
 from dramatiq.middleware import CurrentMessage
-from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, StrictStr, ValidationError, field_validator
 
 from workers import runtime
 from workers.errors import UsageError, WorkersError
 from workers.periodic import Periodic
-from workers.runs import Status, Work, run_job
+from workers.runs import Status, Work, run_job, slot_of
 from workers.schedule import get_job
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,41 @@ class JobFailed(WorkersError):
 class JobMessage(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    scheduled_for: AwareDatetime | None = None
+    #: ISO 8601 text with an offset, nothing else: pydantic would read a number as a unix
+    #: time, and a slot by accident is a run for the wrong time.
+    scheduled_for: StrictStr | None = None
+
+    @field_validator("scheduled_for")
+    @classmethod
+    def _an_instant(cls, text: str | None) -> str | None:
+        if text is not None:
+            parse_instant(text)
+        return text
+
+    @property
+    def instant(self) -> datetime | None:
+        return None if self.scheduled_for is None else parse_instant(self.scheduled_for)
+
+
+def parse_instant(text: str) -> datetime:
+    """An ISO 8601 time with an offset, whose slot exists; ValueError otherwise."""
+    try:
+        instant = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"not an ISO 8601 time: {text!r}") from None
+    if instant.tzinfo is None or instant.utcoffset() is None:
+        raise ValueError(f"a time without an offset is ambiguous: {text!r}")
+    try:
+        slot_of(instant)
+    except OverflowError:
+        raise ValueError(f"out of range: {text!r}") from None
+    return instant
+
+
+def should_retry(max_retries: int, retries: int, error: Exception) -> bool:
+    """Retry a failed run, up to the job's retries; never a message Dramatiq could not even
+    hand to the actor (a TypeError from its call: e.g. a keyword named `self`)."""
+    return retries < max_retries and not isinstance(error, TypeError)
 
 
 def parse_message(args: tuple, kwargs: dict) -> JobMessage:
@@ -65,16 +100,15 @@ def slot_and_trigger(request: JobMessage, message: dramatiq.Message | None) -> t
     """Where the run's logical time comes from, and what triggered it."""
     options = message.options if message is not None else {}
     retried = bool(options.get("retries"))
-    if request.scheduled_for is not None:
-        return request.scheduled_for, "retry" if retried else "enqueued"
+    if request.instant is not None:
+        return request.instant, "retry" if retried else "enqueued"
     if "scheduled_at" in options:
+        if not isinstance(options["scheduled_at"], str):
+            raise InvalidMessage(f"bad scheduled_at: {options['scheduled_at']!r}")
         try:
-            scheduled_at = datetime.fromisoformat(options["scheduled_at"])
-        except (TypeError, ValueError):
-            raise InvalidMessage(f"bad scheduled_at: {options['scheduled_at']!r}") from None
-        if scheduled_at.tzinfo is None:
-            raise InvalidMessage(f"scheduled_at has no timezone: {options['scheduled_at']!r}")
-        return scheduled_at, "retry" if retried else "schedule"
+            return parse_instant(options["scheduled_at"]), "retry" if retried else "schedule"
+        except ValueError as error:
+            raise InvalidMessage(f"bad scheduled_at: {error}") from None
     return datetime.now(UTC), "enqueued"
 
 
@@ -108,6 +142,7 @@ def job_actor(name: str, work: Work) -> dramatiq.Actor:
         periodic=Periodic(job.cron, current_timezone()),
         time_limit=int(job.time_limit.total_seconds() * 1000) + TIME_LIMIT_MARGIN_MS,
         max_retries=job.max_retries,
+        retry_when=partial(should_retry, job.max_retries),
         min_backoff=MIN_BACKOFF_MS,
         max_backoff=MAX_BACKOFF_MS,
         throws=(InvalidMessage,),
