@@ -75,14 +75,17 @@ SELECT (SELECT count(*) FROM spent) AS minutes_charged,
 -- * a party went silent: ended at the instant it did ('heartbeat_timeout');
 -- * a started minute is still unpaid after charging, because the caller's balance could
 --   not cover it: ended at the tick ('insufficient_coins').
--- duration_minutes counts the minutes paid.
+-- duration_minutes counts the minutes paid; no paid minute starts after the end
+-- (call_end_time).
 WITH ending AS (
-    SELECT call_id,
-           CASE WHEN silent THEN 'heartbeat_timeout' ELSE 'insufficient_coins' END AS reason,
-           CASE WHEN silent THEN silent_since ELSE %(now)s END AS end_time
-    FROM ongoing_calls_at(%(now)s, %(heartbeat)s)
-    WHERE (silent OR due > paid)
-      AND (%(calls)s::integer[] IS NULL OR call_id = ANY(%(calls)s::integer[]))
+    SELECT b.call_id,
+           CASE WHEN b.silent THEN 'heartbeat_timeout' ELSE 'insufficient_coins' END AS reason,
+           call_end_time(CASE WHEN b.silent THEN b.silent_since ELSE %(now)s END,
+                         c.start_time, c.coins_spent, c.call_type) AS end_time
+    FROM ongoing_calls_at(%(now)s, %(heartbeat)s) b
+    JOIN user_calls c USING (call_id)
+    WHERE (b.silent OR b.due > b.paid)
+      AND (%(calls)s::integer[] IS NULL OR b.call_id = ANY(%(calls)s::integer[]))
 )
 UPDATE user_calls c
 SET status = 'dropped', end_reason = e.reason, end_time = e.end_time,
@@ -94,28 +97,37 @@ RETURNING c.call_id, c.user_id, c.listener_id, c.end_reason, c.end_time, c.coins
 
 -- name: end_calls_as_asked
 -- End these calls at the tick, as a party asked (the API's hang-up), once their owed
--- minutes were charged: 'completed'.
+-- minutes were charged: 'completed' (never before their last paid minute began).
+WITH ending AS (
+    SELECT call_id, call_end_time(%(now)s, start_time, coins_spent, call_type) AS end_time
+    FROM user_calls
+    WHERE call_id = ANY(%(calls)s::integer[]) AND status = 'ongoing'
+)
 UPDATE user_calls c
-SET status = 'completed', end_reason = 'completed', end_time = %(now)s,
-    duration_seconds = floor(extract(epoch FROM %(now)s - c.start_time))::integer,
+SET status = 'completed', end_reason = 'completed', end_time = e.end_time,
+    duration_seconds = floor(extract(epoch FROM e.end_time - c.start_time))::integer,
     duration_minutes = c.coins_spent / call_rate(c.call_type), updated_at = now()
-WHERE c.call_id = ANY(%(calls)s::integer[]) AND c.status = 'ongoing'
+FROM ending e
+WHERE c.call_id = e.call_id
 RETURNING c.call_id, c.user_id, c.listener_id, c.end_reason, c.end_time, c.coins_spent;
 
 -- name: end_expired_calls
 -- End at the tick the ongoing calls whose time ran out: a party's busy_until has passed
--- ('expired'). Their owed minutes were charged first, by the same tick.
+-- ('expired'). Their owed minutes were charged first, by the same tick; a late tick ends
+-- them no earlier than their last paid minute began.
 WITH ending AS (
-    SELECT c.call_id
+    SELECT DISTINCT c.call_id,
+           call_end_time(%(now)s, c.start_time, c.coins_spent, c.call_type) AS end_time
     FROM user_calls c
     JOIN user_status s ON s.user_id IN (c.user_id, c.listener_id)
     WHERE c.status = 'ongoing' AND c.start_time <= %(now)s AND s.busy_until < %(now)s
 )
 UPDATE user_calls c
-SET status = 'dropped', end_reason = 'expired', end_time = %(now)s,
-    duration_seconds = floor(extract(epoch FROM %(now)s - c.start_time))::integer,
+SET status = 'dropped', end_reason = 'expired', end_time = e.end_time,
+    duration_seconds = floor(extract(epoch FROM e.end_time - c.start_time))::integer,
     duration_minutes = c.coins_spent / call_rate(c.call_type), updated_at = now()
-WHERE c.call_id IN (SELECT call_id FROM ending)
+FROM ending e
+WHERE c.call_id = e.call_id
 RETURNING c.call_id, c.user_id, c.listener_id, c.end_reason, c.end_time, c.coins_spent;
 
 -- name: open_listener_wallets

@@ -161,6 +161,16 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT CASE call_type WHEN 'audio' THEN 10 WHEN 'video' THEN 60 END
 $$;
 
+-- When a call asked to end at `asked` really ends: never before its last paid minute
+-- began, so no paid minute lies after its end. (A late tick, or a late hang-up, may end a
+-- call whose minutes a later tick already charged.)
+CREATE OR REPLACE FUNCTION call_end_time(asked timestamptz, start_time timestamptz,
+                                         coins_spent bigint, call_type text)
+RETURNS timestamptz LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT greatest(asked, start_time
+                           + (coins_spent / call_rate(call_type) - 1) * interval '1 minute')
+$$;
+
 -- Where each ongoing call stands at logical time `as_of`: its rate, the minutes it has
 -- paid (coins_spent / rate) and the minutes it has started, so owes (minute k starts at
 -- start_time + (k - 1) minutes; minute 1 at once). A party not seen for longer than
@@ -307,5 +317,6 @@ CREATE TABLE IF NOT EXISTS schema_version (
 INSERT INTO schema_version (version, description)
 VALUES (1, 'Saathii tables, money constraints, job_runs, job_settings'),
        (2, 'ledger keys per call minute and settlement, badge levels, call end reasons'),
-       (3, 'badge_days: settlement waits for its day''s badges')
+       (3, 'badge_days: settlement waits for its day''s badges'),
+       (4, 'call_end_time(): no paid minute after a call''s end')
 ON CONFLICT (version) DO NOTHING;

@@ -156,6 +156,11 @@ def check_ledger(conn, timezone: str = "Asia/Kolkata", *, settled: bool = True) 
                                                    WHERE t.tx_type = 'earn'
                                                      AND t.call_id = c.call_id), 0)
         UNION ALL
+        SELECT 'a paid minute began after the call ended', call_id FROM user_calls
+        WHERE status <> 'ongoing' AND end_time IS NOT NULL
+          AND start_time + (coins_spent / call_rate(call_type) - 1) * interval '1 minute'
+              > end_time
+        UNION ALL
         SELECT 'negative balance', wallet_id FROM user_wallets
         WHERE balance_coins < 0 OR withdrawable_money < 0
     """, {"tz": timezone, "settled": settled}).fetchall()

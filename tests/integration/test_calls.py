@@ -9,6 +9,7 @@ from ledger import add_user, call, check_ledger, seen, spent_minutes, start_call
 
 from workers import events
 from workers.actors import WORK
+from workers.billing import deduct_per_minute_coins
 from workers.runs import RunOptions, Status, run_job
 from workers.schedule import JOBS
 
@@ -84,3 +85,22 @@ def test_redis_hashes_of_calls_no_longer_ongoing_are_removed(db, conn):
     assert client.exists(events.call_key(going)) and client.exists(events.call_key(999_999))
     assert not client.exists(events.call_key(over))
     assert client.hget(events.call_key(going), "coins_spent") == b"30"
+
+
+def test_a_late_cleanup_never_ends_a_call_before_its_last_paid_minute(db, conn):
+    """Found by `make chaos` (seed 11): call_cleanup's 10:10 slot ran after the 10:12 tick
+    and ended the call at 10:10, though minutes 11 and 12 had been paid."""
+    caller = add_user(conn, coins=1000, seen=LATER)
+    listener = add_user(conn, role="listener", seen=LATER)
+    c = start_call(conn, caller, listener, T0)
+    conn.execute("UPDATE user_status SET busy_until = %s WHERE user_id = %s",
+                 [T0 + 5 * MINUTE, listener])
+    deduct_per_minute_coins(conn, T0 + 12 * MINUTE, timezone=IST,
+                            heartbeat_timeout=timedelta(seconds=120))  # the later tick
+
+    assert cleanup(db, conn, T0 + 10 * MINUTE)["calls_ended"] == {"expired": 1}
+
+    ended = call(conn, c)
+    assert spent_minutes(conn, c) == list(range(1, 14))
+    assert ended["end_time"] == T0 + 12 * MINUTE  # minute 13 began then
+    check_ledger(conn)
