@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 LOCAL := $(PY) -m workers.local
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: setup db down run test lint status history run-task clean
+.PHONY: setup db down run test lint status history run-task clean chaos
 
 setup: $(STAMP)
 
@@ -45,3 +45,12 @@ run-task: setup  ## make run-task TASK=coin_deduction ARGS="--as-of 2026-11-22T1
 clean:
 	$(LOCAL) down || true
 	rm -rf .data .pytest_cache .ruff_cache
+
+# The workers under a storm of faults (python -m chaos): real servers and processes,
+# logical time at 60x, then the ledger's invariants. The JSON summary is the last line.
+DURATION ?= 600
+WORKERS ?= 3
+SEED ?= 1
+
+chaos: setup  ## make chaos DURATION=600 WORKERS=3 SEED=1; exit 1 on any violation
+	$(PY) -m chaos --duration $(DURATION) --workers $(WORKERS) --seed $(SEED)

@@ -72,14 +72,16 @@ SELECT (SELECT count(*) FROM spent) AS minutes_charged,
 
 -- name: end_calls
 -- End the ongoing calls that can go no further, as 'dropped':
--- * a party went silent: ended at the instant it did ('heartbeat_timeout');
 -- * a started minute is still unpaid after charging, because the caller's balance could
---   not cover it: ended at the tick ('insufficient_coins').
+--   not cover it: 'insufficient_coins', ended at the tick (or when a party went silent,
+--   if that came first);
+-- * otherwise a party went silent: ended at the instant it did ('heartbeat_timeout').
 -- duration_minutes counts the minutes paid; no paid minute starts after the end
 -- (call_end_time).
 WITH ending AS (
     SELECT b.call_id,
-           CASE WHEN b.silent THEN 'heartbeat_timeout' ELSE 'insufficient_coins' END AS reason,
+           CASE WHEN b.due > b.paid THEN 'insufficient_coins' ELSE 'heartbeat_timeout' END
+               AS reason,
            call_end_time(CASE WHEN b.silent THEN b.silent_since ELSE %(now)s END,
                          c.start_time, c.coins_spent, c.call_type) AS end_time
     FROM ongoing_calls_at(%(now)s, %(heartbeat)s) b

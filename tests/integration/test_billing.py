@@ -314,3 +314,13 @@ def test_a_call_waits_for_its_days_badges_before_it_is_settled(conn, pair):
     conn.execute("INSERT INTO badge_days (date) VALUES (%s)", [start.date()])
     assert tick(conn, start + timedelta(minutes=2)).money_earned == Decimal("1.80")
     check_ledger(conn)
+
+
+def test_a_silent_call_its_caller_cannot_pay_for_ends_for_insufficient_coins(conn):
+    caller = add_user(conn, coins=10, seen=T0)  # silent from T0 + 2:00
+    listener = add_user(conn, role="listener", seen=T0 + timedelta(days=1))
+    c = start_call(conn, caller, listener, T0)  # no coins left after minute 1
+    result = tick(conn, T0 + 5 * MINUTE)  # owes minute 2, started before the silence
+    assert [e["end_reason"] for e in result.ended] == ["insufficient_coins"]
+    assert call(conn, c)["end_time"] == T0 + HEARTBEAT and spent_minutes(conn, c) == [1]
+    check_ledger(conn)

@@ -1,0 +1,264 @@
+-- The invariants of a chaos run, checked from the database alone once the storm has
+-- settled (chaos.checks runs them in one read-only REPEATABLE READ transaction). Each
+-- named query returns one row per violation: none is the goal. Parameters: %(final)s, the
+-- logical time of the final tick; %(heartbeat)s, the heartbeat timeout; %(timezone)s,
+-- APP_TIMEZONE. Queries named summary_* are not invariants: they describe the run.
+--
+-- Minute k of a call starts at start_time + (k - 1) minutes; the minutes it has paid are
+-- its spend rows. The arithmetic is written out here rather than taken from
+-- ongoing_calls_at(), so that the rule is checked, not repeated.
+
+-- 1. Every (call, minute) charged at most once; every owed minute charged -----------------
+
+-- name: minute_charged_twice
+-- A (call, minute) is charged at most once. A unique index forbids a second spend row;
+-- the rows are checked all the same.
+SELECT call_id, call_minute, count(*) AS spends
+FROM user_transactions
+WHERE tx_type = 'spend'
+GROUP BY call_id, call_minute
+HAVING count(*) > 1;
+
+-- name: spend_not_a_call_minute
+-- Every spend pays one minute of one call, from the caller's wallet, at the call's rate.
+SELECT t.transaction_id, t.call_id, t.call_minute, t.coins_change
+FROM user_transactions t
+LEFT JOIN user_calls c ON c.call_id = t.call_id
+LEFT JOIN user_wallets w ON w.wallet_id = t.wallet_id
+WHERE t.tx_type = 'spend'
+  AND (c.call_id IS NULL OR t.call_minute IS NULL OR w.user_id <> c.user_id
+       OR t.coins_change <> -call_rate(c.call_type));
+
+-- name: minutes_not_contiguous
+-- A call's paid minutes are 1..n: charged oldest first, none skipped.
+SELECT call_id, min(call_minute) AS first_minute, max(call_minute) AS last_minute,
+       count(*) AS paid
+FROM user_transactions
+WHERE tx_type = 'spend' AND call_id IS NOT NULL
+GROUP BY call_id
+HAVING min(call_minute) <> 1 OR max(call_minute) <> count(*);
+
+-- name: ended_call_minutes
+-- An ended call paid exactly the minutes it owed at its end: every minute started by
+-- end_time when it was hung up ('completed') or expired; every minute started before
+-- end_time, the instant its party went silent, for a heartbeat timeout (minute 1 always).
+-- The one exception is a call ended for insufficient coins: it ended at a tick that found
+-- a started minute it could not pay, so it paid fewer than it owed at its end, never as
+-- many. Status and end reason agree, and the end is not before the start.
+WITH ended AS (
+    SELECT c.call_id, c.status, c.end_reason, c.start_time, c.end_time,
+           (SELECT count(*) FROM user_transactions t
+            WHERE t.tx_type = 'spend' AND t.call_id = c.call_id) AS paid,
+           CASE WHEN c.end_reason = 'heartbeat_timeout'
+                THEN greatest(1, ceil(extract(epoch FROM c.end_time - c.start_time) / 60))
+                ELSE floor(extract(epoch FROM c.end_time - c.start_time) / 60) + 1
+           END::integer AS due
+    FROM user_calls c
+    WHERE c.status <> 'ongoing'
+)
+SELECT call_id, status, end_reason, start_time, end_time, paid, due
+FROM ended
+WHERE end_time IS NULL OR end_time < start_time
+   OR (status, coalesce(end_reason, '')) NOT IN (('completed', 'completed'),
+                                                 ('dropped', 'insufficient_coins'),
+                                                 ('dropped', 'heartbeat_timeout'),
+                                                 ('dropped', 'expired'))
+   OR CASE WHEN end_reason = 'insufficient_coins' THEN paid >= due ELSE paid <> due END;
+
+-- name: ongoing_call_minutes
+-- A call still ongoing after the final tick has paid every minute started by then (and
+-- none beyond); none of its parties has been silent past the heartbeat timeout and no
+-- busy_until of theirs has passed (the final tick and call_cleanup end such calls).
+WITH ongoing AS (
+    SELECT c.call_id, c.start_time,
+           (SELECT count(*) FROM user_transactions t
+            WHERE t.tx_type = 'spend' AND t.call_id = c.call_id) AS paid,
+           (floor(extract(epoch FROM %(final)s - c.start_time) / 60) + 1)::integer AS due,
+           greatest(c.start_time, least(coalesce(caller.last_seen, '-infinity'),
+                                        coalesce(listener.last_seen, '-infinity')))
+               + %(heartbeat)s AS silent_since,
+           least(caller.busy_until, listener.busy_until) AS busy_until
+    FROM user_calls c
+    LEFT JOIN user_status caller ON caller.user_id = c.user_id
+    LEFT JOIN user_status listener ON listener.user_id = c.listener_id
+    WHERE c.status = 'ongoing'
+)
+SELECT call_id, start_time, paid, due, silent_since, busy_until
+FROM ongoing
+WHERE start_time > %(final)s OR paid <> due
+   OR silent_since < %(final)s OR busy_until < %(final)s;
+
+-- 2. Per wallet: balance = purchases - spends, never negative ----------------------------
+
+-- name: balance_differs_from_ledger
+-- A wallet's coins are the sum of its ledger's coin changes (purchases - spends), its
+-- withdrawable money the sum of its money changes (earnings).
+SELECT w.wallet_id, w.user_id, w.balance_coins, coalesce(l.coins, 0) AS ledger_coins,
+       w.withdrawable_money, coalesce(l.money, 0) AS ledger_money
+FROM user_wallets w
+LEFT JOIN (SELECT wallet_id, sum(coins_change) AS coins, sum(money_change) AS money
+           FROM user_transactions GROUP BY wallet_id) l ON l.wallet_id = w.wallet_id
+WHERE w.balance_coins <> coalesce(l.coins, 0)
+   OR w.withdrawable_money <> coalesce(l.money, 0);
+
+-- name: balance_negative_in_history
+-- Never negative at any time. Every writer of coins (the API's purchases and first
+-- minutes, the ticks) locks the wallet's row before it adds its ledger row, so per wallet
+-- the ledger's id order is its commit order, and the running sum is the balance after
+-- each commit.
+SELECT wallet_id, transaction_id, balance_after
+FROM (SELECT wallet_id, transaction_id,
+             sum(coins_change) OVER (PARTITION BY wallet_id ORDER BY transaction_id)
+                 AS balance_after
+      FROM user_transactions
+      WHERE coins_change <> 0) ledger
+WHERE balance_after < 0;
+
+-- name: money_constraint_missing
+-- "Never negative" is the database's to refuse, not a check's to find: both CHECK
+-- constraints exist on user_wallets and are validated (they hold for every row).
+SELECT expected.name
+FROM (VALUES ('balance_coins_never_negative'), ('withdrawable_money_never_negative'))
+     AS expected (name)
+LEFT JOIN pg_constraint k ON k.conname = expected.name
+                         AND k.conrelid = 'user_wallets'::regclass
+                         AND k.contype = 'c' AND k.convalidated
+WHERE k.oid IS NULL;
+
+-- name: negative_balance
+-- And none is negative now.
+SELECT wallet_id, balance_coins, withdrawable_money
+FROM user_wallets
+WHERE balance_coins < 0 OR withdrawable_money < 0;
+
+-- 3. Per call: coins = its spends; ended calls settled once, at the right rate -----------
+
+-- name: coins_spent_differs_from_spends
+-- A call's coins_spent is the sum of its spend rows.
+SELECT c.call_id, c.coins_spent, coalesce(s.coins, 0) AS spend_rows_coins
+FROM user_calls c
+LEFT JOIN (SELECT call_id, -sum(coins_change) AS coins
+           FROM user_transactions WHERE tx_type = 'spend' GROUP BY call_id) s
+       ON s.call_id = c.call_id
+WHERE c.coins_spent <> coalesce(s.coins, 0);
+
+-- name: ended_call_not_settled
+-- Every ended call has been settled (the final tick settles whatever is left, once the
+-- badges of the call's local start date are assigned).
+SELECT call_id, status, end_reason, end_time,
+       (start_time AT TIME ZONE %(timezone)s)::date AS local_date
+FROM user_calls
+WHERE status <> 'ongoing' AND settled_at IS NULL;
+
+-- name: ongoing_call_settled
+-- A call is settled once it has ended, never while it is ongoing.
+SELECT c.call_id, c.settled_at
+FROM user_calls c
+WHERE c.status = 'ongoing'
+  AND (c.settled_at IS NOT NULL
+       OR EXISTS (SELECT 1 FROM user_transactions t
+                  WHERE t.tx_type = 'earn' AND t.call_id = c.call_id));
+
+-- name: call_paid_more_than_once
+-- A settled call has at most one earn row, into its listener's wallet, for exactly what
+-- the call records as earned; and every earn row pays a settled call.
+SELECT c.call_id, count(t.transaction_id) AS earn_rows, c.listener_money_earned,
+       coalesce(sum(t.money_change), 0) AS earned
+FROM user_calls c
+LEFT JOIN user_transactions t ON t.tx_type = 'earn' AND t.call_id = c.call_id
+LEFT JOIN user_wallets w ON w.wallet_id = t.wallet_id
+WHERE c.settled_at IS NOT NULL
+GROUP BY c.call_id
+HAVING count(t.transaction_id) > 1
+    OR c.listener_money_earned <> coalesce(sum(t.money_change), 0)
+    OR coalesce(bool_or(w.user_id <> c.listener_id), false)
+UNION ALL
+SELECT t.call_id, 1, NULL, t.money_change
+FROM user_transactions t
+LEFT JOIN user_calls c ON c.call_id = t.call_id
+WHERE t.tx_type = 'earn' AND c.settled_at IS NULL;
+
+-- name: call_paid_wrong_rate
+-- A settled call earned its paid minutes times its listener's badge rate for the call's
+-- type on the call's local start date (basic without a badge row for that date).
+SELECT c.call_id, c.listener_id, (c.start_time AT TIME ZONE %(timezone)s)::date AS local_date,
+       coalesce(b.badge, 'basic') AS badge, c.coins_spent / call_rate(c.call_type) AS minutes,
+       c.listener_money_earned
+FROM user_calls c
+CROSS JOIN (SELECT * FROM badge_levels WHERE badge = 'basic') basic
+LEFT JOIN listener_badges b ON b.listener_id = c.listener_id
+                           AND b.date = (c.start_time AT TIME ZONE %(timezone)s)::date
+WHERE c.settled_at IS NOT NULL
+  AND c.listener_money_earned <> (c.coins_spent / call_rate(c.call_type))
+      * CASE c.call_type
+            WHEN 'audio' THEN coalesce(b.audio_rate_per_minute, basic.audio_rate_per_minute)
+            ELSE coalesce(b.video_rate_per_minute, basic.video_rate_per_minute)
+        END;
+
+-- 4. Per job and slot: at most one success; no run left running without an owner --------
+
+-- name: slot_succeeded_twice
+-- A (job, slot) succeeds at most once (job_runs is unique on it; checked all the same).
+SELECT job, scheduled_for, count(*) FILTER (WHERE status = 'succeeded') AS succeeded
+FROM job_runs
+GROUP BY job, scheduled_for
+HAVING count(*) FILTER (WHERE status = 'succeeded') > 1;
+
+-- name: running_without_owner
+-- No run is left 'running' whose database session is gone (once the workers have
+-- stopped, none is alive): the run contract marks such a run abandoned at the job's next
+-- claim, and the settling ran every recurring job again.
+SELECT r.run_id, r.job, r.scheduled_for, r.attempt, r.host, r.pid, r.backend_pid
+FROM job_runs r
+WHERE r.status = 'running'
+  AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a
+                  WHERE a.pid = r.backend_pid AND a.backend_start = r.backend_start);
+
+-- name: final_tick_missing
+-- The final tick succeeded: the minute checks above are judged at its time.
+SELECT 'coin_deduction' AS job, %(final)s::timestamptz AS scheduled_for
+WHERE NOT EXISTS (SELECT 1 FROM job_runs
+                  WHERE job = 'coin_deduction' AND scheduled_for = %(final)s
+                    AND status = 'succeeded');
+
+-- The run, described --------------------------------------------------------------------
+
+-- name: summary_calls
+SELECT coalesce(end_reason, 'ongoing') AS state, count(*) AS calls
+FROM user_calls
+GROUP BY 1
+ORDER BY 1;
+
+-- name: summary_charges
+SELECT count(*) AS minutes_charged,
+       count(*) FILTER (WHERE call_minute > 1) AS minutes_charged_by_workers,
+       coalesce(-sum(coins_change), 0)::bigint AS coins_charged
+FROM user_transactions
+WHERE tx_type = 'spend';
+
+-- name: summary_earnings
+SELECT count(*) AS calls_paid, coalesce(sum(money_change), 0)::text AS money_earned
+FROM user_transactions
+WHERE tx_type = 'earn';
+
+-- name: summary_runs
+SELECT job, jsonb_object_agg(status, n) AS statuses
+FROM (SELECT job, status, count(*) AS n FROM job_runs GROUP BY job, status) r
+GROUP BY job
+ORDER BY job;
+
+-- name: summary_run_problems
+-- Why runs failed, were skipped or abandoned, most frequent first.
+SELECT job, status, left(coalesce(error, skip_reason, ''), 160) AS why, count(*) AS runs
+FROM job_runs
+WHERE status IN ('failed', 'skipped', 'abandoned')
+GROUP BY 1, 2, 3
+ORDER BY runs DESC
+LIMIT 12;
+
+-- name: summary_ticks
+-- Of the storm's logical minutes, how many got a successful billing tick of their own.
+SELECT count(*) AS minutes_ticked
+FROM job_runs
+WHERE job = 'coin_deduction' AND status = 'succeeded'
+  AND scheduled_for >= %(start)s AND scheduled_for < %(final)s;
