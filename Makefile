@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 LOCAL := $(PY) -m workers.local
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: setup db down run test lint status history run-task clean chaos
+.PHONY: setup db down run test lint status history run-task clean chaos bench bench-lag
 
 setup: $(STAMP)
 
@@ -54,3 +54,19 @@ SEED ?= 1
 
 chaos: setup  ## make chaos DURATION=600 WORKERS=3 SEED=1; exit 1 on any violation
 	$(PY) -m chaos --duration $(DURATION) --workers $(WORKERS) --seed $(SEED)
+
+# The billing benchmark (python -m bench, never part of `make test`): one tick against N
+# ongoing calls, beside the bare-UPDATE floor and the original per-call loop; prints the
+# table and the targets' verdicts, writes bench/results/billing.json and billing.png.
+bench: setup  ## make bench [BENCH_ARGS="--calls 1000,10000 --sample 200"]
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[embedded,dev,bench]'
+	$(PY) -m bench $(BENCH_ARGS)
+
+# Tick lag with the real scheduler and workers (python -m bench.lag): for each of MINUTES
+# wall-clock minutes with CALLS live calls, the delay from the minute boundary to the
+# commit of that minute's billing; p50/p99/max, bench/results/lag.json. Takes MINUTES + 1.
+CALLS ?= 10000
+MINUTES ?= 10
+
+bench-lag: setup  ## make bench-lag CALLS=10000 MINUTES=10
+	$(PY) -m bench.lag --calls $(CALLS) --minutes $(MINUTES) $(LAG_ARGS)

@@ -243,8 +243,8 @@ class Traffic:
             if row is not None and row["status"] == "ongoing":
                 tick = end_call(self.conn, call_id, self.clock.now(), timezone=self.timezone,
                                 heartbeat_timeout=self.heartbeat)
-                for ended in tick.ended:
-                    self.stats[f"hang_up_ended_{ended['end_reason']}"] += 1
+                for reason, count in tick.end_reasons.items():
+                    self.stats[f"hang_up_ended_{reason}"] += count
         self.plans.pop(call_id, None)
 
 

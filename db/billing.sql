@@ -1,27 +1,44 @@
 -- Per-minute billing and settlement (workers.billing). Every statement takes the logical
 -- time of the tick, %(now)s, and never reads the clock for a business rule. Where each
 -- ongoing call stands (paid, owed, silent) is the rule of ongoing_calls_at() in schema.sql.
+--
+-- Which calls a statement acts on: with %(calls)s (an int[]), those calls only (a hang-up);
+-- when NULL, every call of the shard. Billing is split into %(shards)s shards by user id:
+-- shard %(shard)s charges and ends the calls of its callers (user_id mod shards = shard)
+-- and pays its listeners (listener_id mod shards = shard). Every wallet a shard writes is
+-- then a wallet of its own users: shards never wait on each other's wallets, and every
+-- call of a caller is billed by one shard, oldest first. One shard of one is everything.
+--
+-- Shard membership is written (shards = 1 OR int4eq(id mod shards, shard)): with one
+-- shard the planner drops it; with more, the function form makes it estimate a third of
+-- the rows, not the one in two hundred it assumes of an equality on an expression (which
+-- plans a million index lookups where one hash join does).
+--
+-- A tick writes rows in user or call id order, as every writer here does, so that two
+-- writers of the same rows wait on each other rather than deadlock.
 
--- Statements that take %(calls)s act on those call ids only, or on every call when NULL.
+-- name: tick_settings
+-- Memory for the tick's sorts and hashes: a million calls fit without spilling to disk.
+SELECT set_config('work_mem', %(work_mem)s, true);
 
 -- name: lock_ongoing_calls
--- A tick first locks every ongoing call, in id order as every writer here does, so that
--- what it reads stays true until it commits: the API's writes to these calls wait for it.
+-- A tick first locks its ongoing calls, in call id order, so that what it reads stays
+-- true until it commits: the API's writes to these calls wait for it.
 SELECT count(*) AS calls
 FROM (SELECT 1 FROM user_calls
-      WHERE status = 'ongoing'
+      WHERE status = 'ongoing' AND (%(shards)s = 1 OR int4eq(user_id %% %(shards)s::integer, %(shard)s::integer))
         AND (%(calls)s::integer[] IS NULL OR call_id = ANY(%(calls)s::integer[]))
       ORDER BY call_id FOR UPDATE) c;
 
 -- name: lock_callers_wallets
--- ... then the wallets of their callers, in id order: balances cannot move under it.
+-- ... then the wallets of their callers, in user id order: balances cannot move under it.
 SELECT count(*) AS wallets
 FROM (SELECT 1 FROM user_wallets
       WHERE user_id IN (SELECT user_id FROM user_calls
-                        WHERE status = 'ongoing'
+                        WHERE status = 'ongoing' AND (%(shards)s = 1 OR int4eq(user_id %% %(shards)s::integer, %(shard)s::integer))
                           AND (%(calls)s::integer[] IS NULL
                                OR call_id = ANY(%(calls)s::integer[])))
-      ORDER BY wallet_id FOR UPDATE) w;
+      ORDER BY user_id FOR UPDATE) w;
 
 -- name: charge_owed_minutes
 -- Charge every owed minute of every ongoing call, oldest first per caller across all of
@@ -33,7 +50,8 @@ WITH owed AS (
            b.start_time + (minute - 1) * interval '1 minute' AS minute_start
     FROM ongoing_calls_at(%(now)s, %(heartbeat)s) b
     CROSS JOIN LATERAL generate_series(b.paid + 1, b.due) AS minute
-    WHERE %(calls)s::integer[] IS NULL OR b.call_id = ANY(%(calls)s::integer[])
+    WHERE (%(shards)s = 1 OR int4eq(b.caller_id %% %(shards)s::integer, %(shard)s::integer))
+      AND (%(calls)s::integer[] IS NULL OR b.call_id = ANY(%(calls)s::integer[]))
 ),
 affordable AS (
     SELECT o.call_id, o.minute, o.rate, w.wallet_id
@@ -54,21 +72,13 @@ calls_charged AS (
     UPDATE user_calls c SET coins_spent = c.coins_spent + s.coins, updated_at = now()
     FROM (SELECT call_id, sum(coins) AS coins FROM spent GROUP BY call_id) s
     WHERE c.call_id = s.call_id
-    RETURNING c.call_id, c.coins_spent
 ),
 wallets_debited AS (
     UPDATE user_wallets w SET balance_coins = w.balance_coins - s.coins, updated_at = now()
     FROM (SELECT wallet_id, sum(coins) AS coins FROM spent GROUP BY wallet_id) s
     WHERE w.wallet_id = s.wallet_id
-    RETURNING w.wallet_id
 )
-SELECT (SELECT count(*) FROM spent) AS minutes_charged,
-       (SELECT coalesce(sum(coins), 0) FROM spent) AS coins_charged,
-       (SELECT count(*) FROM wallets_debited) AS wallets_debited,
-       coalesce((SELECT array_agg(call_id ORDER BY call_id) FROM calls_charged), '{}')
-           AS charged_call_ids,
-       coalesce((SELECT array_agg(coins_spent ORDER BY call_id) FROM calls_charged), '{}')
-           AS charged_coins_spent;
+SELECT count(*) AS minutes_charged, coalesce(sum(coins), 0) AS coins_charged FROM spent;
 
 -- name: end_calls
 -- End the ongoing calls that can go no further, as 'dropped':
@@ -86,16 +96,21 @@ WITH ending AS (
                          c.start_time, c.coins_spent, c.call_type) AS end_time
     FROM ongoing_calls_at(%(now)s, %(heartbeat)s) b
     JOIN user_calls c USING (call_id)
-    WHERE (b.silent OR b.due > b.paid)
+    WHERE (b.silent OR b.due > b.paid) AND (%(shards)s = 1 OR int4eq(b.caller_id %% %(shards)s::integer, %(shard)s::integer))
       AND (%(calls)s::integer[] IS NULL OR b.call_id = ANY(%(calls)s::integer[]))
+),
+ended AS (
+    UPDATE user_calls c
+    SET status = 'dropped', end_reason = e.reason, end_time = e.end_time,
+        duration_seconds = floor(extract(epoch FROM e.end_time - c.start_time))::integer,
+        duration_minutes = c.coins_spent / call_rate(c.call_type), updated_at = now()
+    FROM ending e
+    WHERE c.call_id = e.call_id
+    RETURNING c.call_id, c.end_reason
 )
-UPDATE user_calls c
-SET status = 'dropped', end_reason = e.reason, end_time = e.end_time,
-    duration_seconds = floor(extract(epoch FROM e.end_time - c.start_time))::integer,
-    duration_minutes = c.coins_spent / call_rate(c.call_type), updated_at = now()
-FROM ending e
-WHERE c.call_id = e.call_id
-RETURNING c.call_id, c.user_id, c.listener_id, c.end_reason, c.end_time, c.coins_spent;
+SELECT coalesce(array_agg(call_id ORDER BY call_id), '{}') AS call_ids,
+       coalesce(array_agg(end_reason ORDER BY call_id), '{}') AS reasons
+FROM ended;
 
 -- name: end_calls_as_asked
 -- End these calls at the tick, as a party asked (the API's hang-up), once their owed
@@ -104,14 +119,19 @@ WITH ending AS (
     SELECT call_id, call_end_time(%(now)s, start_time, coins_spent, call_type) AS end_time
     FROM user_calls
     WHERE call_id = ANY(%(calls)s::integer[]) AND status = 'ongoing'
+),
+ended AS (
+    UPDATE user_calls c
+    SET status = 'completed', end_reason = 'completed', end_time = e.end_time,
+        duration_seconds = floor(extract(epoch FROM e.end_time - c.start_time))::integer,
+        duration_minutes = c.coins_spent / call_rate(c.call_type), updated_at = now()
+    FROM ending e
+    WHERE c.call_id = e.call_id
+    RETURNING c.call_id, c.end_reason
 )
-UPDATE user_calls c
-SET status = 'completed', end_reason = 'completed', end_time = e.end_time,
-    duration_seconds = floor(extract(epoch FROM e.end_time - c.start_time))::integer,
-    duration_minutes = c.coins_spent / call_rate(c.call_type), updated_at = now()
-FROM ending e
-WHERE c.call_id = e.call_id
-RETURNING c.call_id, c.user_id, c.listener_id, c.end_reason, c.end_time, c.coins_spent;
+SELECT coalesce(array_agg(call_id ORDER BY call_id), '{}') AS call_ids,
+       coalesce(array_agg(end_reason ORDER BY call_id), '{}') AS reasons
+FROM ended;
 
 -- name: end_expired_calls
 -- End at the tick the ongoing calls whose time ran out: a party's busy_until has passed
@@ -123,19 +143,27 @@ WITH ending AS (
     FROM user_calls c
     JOIN user_status s ON s.user_id IN (c.user_id, c.listener_id)
     WHERE c.status = 'ongoing' AND c.start_time <= %(now)s AND s.busy_until < %(now)s
+      AND (%(shards)s = 1 OR int4eq(c.user_id %% %(shards)s::integer, %(shard)s::integer))
+),
+ended AS (
+    UPDATE user_calls c
+    SET status = 'dropped', end_reason = 'expired', end_time = e.end_time,
+        duration_seconds = floor(extract(epoch FROM e.end_time - c.start_time))::integer,
+        duration_minutes = c.coins_spent / call_rate(c.call_type), updated_at = now()
+    FROM ending e
+    WHERE c.call_id = e.call_id
+    RETURNING c.call_id, c.end_reason
 )
-UPDATE user_calls c
-SET status = 'dropped', end_reason = 'expired', end_time = e.end_time,
-    duration_seconds = floor(extract(epoch FROM e.end_time - c.start_time))::integer,
-    duration_minutes = c.coins_spent / call_rate(c.call_type), updated_at = now()
-FROM ending e
-WHERE c.call_id = e.call_id
-RETURNING c.call_id, c.user_id, c.listener_id, c.end_reason, c.end_time, c.coins_spent;
+SELECT coalesce(array_agg(call_id ORDER BY call_id), '{}') AS call_ids,
+       coalesce(array_agg(end_reason ORDER BY call_id), '{}') AS reasons
+FROM ended;
 
 -- name: open_listener_wallets
 -- A listener about to be paid has a wallet to be paid into.
 INSERT INTO user_wallets (user_id)
-SELECT DISTINCT listener_id FROM user_calls WHERE status <> 'ongoing' AND settled_at IS NULL
+SELECT DISTINCT listener_id FROM user_calls
+WHERE status <> 'ongoing' AND settled_at IS NULL AND (%(shards)s = 1 OR int4eq(listener_id %% %(shards)s::integer, %(shard)s::integer))
+  AND (%(calls)s::integer[] IS NULL OR call_id = ANY(%(calls)s::integer[]))
 ON CONFLICT (user_id) DO NOTHING;
 
 -- name: settle_ended_calls
@@ -145,29 +173,34 @@ ON CONFLICT (user_id) DO NOTHING;
 -- 'earn' row, unique per call, so a call is paid exactly once. listener_money_earned
 -- records it; settled_at marks the call done (also when it earned nothing). A call waits
 -- until the badges of its local start day are assigned (badge_days).
+-- A call or listener wallet locked by another writer is skipped, never waited for: it is
+-- settled by a later tick. (Another shard may hold it: a listener paid here can be a caller
+-- there, and a row lock can outlive the WHERE clause that took it. Waiting could deadlock.)
 WITH ended AS (
-    SELECT c.call_id, c.listener_id,
+    SELECT c.call_id, w.wallet_id,
            (c.coins_spent / call_rate(c.call_type))
            * CASE c.call_type
                  WHEN 'audio' THEN coalesce(b.audio_rate_per_minute, basic.audio_rate_per_minute)
                  ELSE coalesce(b.video_rate_per_minute, basic.video_rate_per_minute)
              END AS earned
     FROM user_calls c
+    JOIN user_wallets w ON w.user_id = c.listener_id
     CROSS JOIN (SELECT * FROM badge_levels WHERE badge = 'basic') basic
     LEFT JOIN listener_badges b
            ON b.listener_id = c.listener_id
           AND b.date = (c.start_time AT TIME ZONE %(timezone)s)::date
     WHERE c.status <> 'ongoing' AND c.settled_at IS NULL
+      AND (%(shards)s = 1 OR int4eq(c.listener_id %% %(shards)s::integer, %(shard)s::integer))
+      AND (%(calls)s::integer[] IS NULL OR c.call_id = ANY(%(calls)s::integer[]))
       AND EXISTS (SELECT 1 FROM badge_days d
                   WHERE d.date = (c.start_time AT TIME ZONE %(timezone)s)::date)
     ORDER BY c.call_id
-    FOR UPDATE OF c
+    FOR UPDATE OF c, w SKIP LOCKED
 ),
 paid AS (
     INSERT INTO user_transactions (wallet_id, tx_type, money_change, call_id)
-    SELECT w.wallet_id, 'earn', e.earned, e.call_id
-    FROM ended e JOIN user_wallets w ON w.user_id = e.listener_id
-    WHERE e.earned > 0
+    SELECT wallet_id, 'earn', earned, call_id FROM ended
+    WHERE earned > 0
     ON CONFLICT (call_id) WHERE tx_type = 'earn' DO NOTHING
     RETURNING wallet_id, call_id, money_change
 ),
@@ -191,13 +224,35 @@ SELECT (SELECT count(*) FROM settled) AS calls_settled,
        (SELECT coalesce(sum(money_change), 0) FROM paid) AS money_earned;
 
 -- name: free_parties
--- A party of an ended call is no longer busy, unless still on another ongoing call.
+-- A party of these ended calls is no longer busy, unless still on another ongoing call.
+-- Their rows are locked in user id order first: two shards may free the same listener.
+WITH parties AS (
+    SELECT s.user_id FROM user_status s
+    WHERE s.user_id IN (SELECT unnest(ARRAY[c.user_id, c.listener_id]) FROM user_calls c
+                        WHERE c.call_id = ANY(%(ended)s::integer[]))
+      AND (s.is_busy OR s.busy_until IS NOT NULL)
+      AND NOT EXISTS (SELECT 1 FROM user_calls c
+                      WHERE c.status = 'ongoing' AND c.user_id = s.user_id)
+      AND NOT EXISTS (SELECT 1 FROM user_calls c
+                      WHERE c.status = 'ongoing' AND c.listener_id = s.user_id)
+    ORDER BY s.user_id
+    FOR UPDATE OF s
+)
 UPDATE user_status s SET is_busy = false, busy_until = NULL, updated_at = now()
-WHERE s.user_id = ANY(%(users)s)
-  AND (s.is_busy OR s.busy_until IS NOT NULL)
-  AND NOT EXISTS (SELECT 1 FROM user_calls c
-                  WHERE c.status = 'ongoing' AND s.user_id IN (c.user_id, c.listener_id))
-RETURNING s.user_id;
+FROM parties p
+WHERE s.user_id = p.user_id;
+
+-- name: ended_calls
+-- What the API is told of these ended calls, after the commit.
+SELECT call_id, user_id, listener_id, end_reason, end_time, coins_spent
+FROM user_calls WHERE call_id = ANY(%(ended)s::integer[]) AND status <> 'ongoing'
+ORDER BY call_id;
+
+-- name: ongoing_coins_spent
+-- The coins_spent of the shard's ongoing calls, for their Redis hashes, after the commit.
+SELECT call_id, coins_spent FROM user_calls
+WHERE status = 'ongoing' AND (%(shards)s = 1 OR int4eq(user_id %% %(shards)s::integer, %(shard)s::integer))
+  AND (%(calls)s::integer[] IS NULL OR call_id = ANY(%(calls)s::integer[]));
 
 -- name: calls_not_ongoing
 -- Of these call ids (from Redis), the calls that have ended. An id with no row at all is

@@ -36,6 +36,17 @@ BEGIN
     END IF;
 END $$;
 
+-- Storage parameters of a table, set only when they differ (ALTER TABLE SET takes a
+-- SHARE UPDATE EXCLUSIVE lock; it applies to pages written from then on).
+CREATE OR REPLACE FUNCTION pg_temp.set_storage(tbl regclass, parameter text, value text)
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_class
+                   WHERE oid = tbl AND format('%s=%s', parameter, value) = ANY(reloptions)) THEN
+        EXECUTE format('ALTER TABLE %s SET (%s = %s)', tbl, parameter, value);
+    END IF;
+END $$;
+
 -- The Saathii tables --------------------------------------------------------------
 
 CREATE TABLE IF NOT EXISTS users (
@@ -263,6 +274,15 @@ SELECT pg_temp.add_index('user_calls_caller_ongoing',
 SELECT pg_temp.add_index('user_calls_listener_ongoing',
                          'user_calls (listener_id) WHERE status = ''ongoing''');
 
+-- Room on every page for the next version of its rows. A billing tick rewrites each
+-- ongoing call (coins_spent) and its caller's wallet every minute; with free space on the
+-- page the new version stays there and no index changes (a HOT update: one small write
+-- instead of one per index), and the version a tick replaced is pruned by the next one.
+-- Calls are appended together and are ongoing together, so their pages need room for all
+-- of their rows at once; wallets are few per page on a call at any time.
+SELECT pg_temp.set_storage('user_calls', 'fillfactor', '60');
+SELECT pg_temp.set_storage('user_wallets', 'fillfactor', '80');
+
 -- The platform's own tables -----------------------------------------------------------
 
 -- One row per (job, slot): the record of every run, and the key that makes a second
@@ -318,5 +338,6 @@ INSERT INTO schema_version (version, description)
 VALUES (1, 'Saathii tables, money constraints, job_runs, job_settings'),
        (2, 'ledger keys per call minute and settlement, badge levels, call end reasons'),
        (3, 'badge_days: settlement waits for its day''s badges'),
-       (4, 'call_end_time(): no paid minute after a call''s end')
+       (4, 'call_end_time(): no paid minute after a call''s end'),
+       (5, 'fillfactor of user_calls and user_wallets: billing updates stay on their page')
 ON CONFLICT (version) DO NOTHING;

@@ -7,13 +7,14 @@ up logging, Sentry and the Redis broker, and declares the actors. That is what l
 
 import pendulum
 
-from workers import runtime
+from workers import runtime, schedule
 from workers.logs import configure_logging
 from workers.redis_broker import create_broker
 from workers.settings import load_settings
 
 settings = load_settings()
 configure_logging(settings)
+schedule.use_billing_shards(settings.billing_shards)
 # periodiq reads cron specs on pendulum's local clock: make that APP_TIMEZONE.
 pendulum.set_local_timezone(pendulum.timezone(settings.app_timezone))
 runtime.configure(settings)

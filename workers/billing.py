@@ -5,6 +5,7 @@ this module runs them in order, in one transaction, and reports what they did.
 Functions take a connection and the logical time of the tick; they never read the clock.
 """
 
+from array import array
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -17,39 +18,50 @@ from redis import Redis
 from workers import events
 from workers.db import queries
 from workers.runs import RunContext
+from workers.schedule import EVERY_CALL, Shard
 
-#: Call hashes written to Redis per round trip.
+#: Rows read from PostgreSQL and written to Redis per round trip, after the commit.
 REDIS_BATCH = 10_000
+#: Memory of the tick's sorts and hashes (PostgreSQL's work_mem, for its transaction).
+WORK_MEM = "64MB"
 
 
 @dataclass
 class Tick:
-    """What one billing tick did."""
+    """What one billing tick did. It holds counts and the ids of the calls it ended, never
+    the calls themselves: a worker's memory stays flat however many calls are live."""
 
+    shard: Shard = EVERY_CALL
+    #: The calls it acted on (a hang-up's), or None for every call of the shard.
+    calls: list[int] | None = None
     calls_seen: int = 0
     minutes_charged: int = 0
     coins_charged: int = 0
-    #: coins_spent of each call charged and still ongoing, for its Redis hash.
-    charged: dict[int, int] = field(default_factory=dict)
-    #: The calls ended, as returned by the end_* queries.
-    ended: list[dict] = field(default_factory=list)
+    #: Ids of the calls ended, and how many ended for each reason.
+    ended: array = field(default_factory=lambda: array("q"))
+    end_reasons: Counter = field(default_factory=Counter)
     calls_settled: int = 0
     money_earned: Decimal = Decimal("0.00")
 
     def result(self) -> dict:
-        reasons = Counter(call["end_reason"] for call in self.ended)
         return {"calls_seen": self.calls_seen, "minutes_charged": self.minutes_charged,
-                "coins_charged": self.coins_charged, "calls_ended": dict(sorted(reasons.items())),
+                "coins_charged": self.coins_charged,
+                "calls_ended": dict(sorted(self.end_reasons.items())),
                 "calls_settled": self.calls_settled, "money_earned": str(self.money_earned)}
+
+    def params(self, **more) -> dict:
+        return {"shard": self.shard.index, "shards": self.shard.count, "calls": self.calls,
+                **more}
 
 
 def deduct_per_minute_coins(conn: psycopg.Connection, now: datetime, *, timezone: ZoneInfo,
-                            heartbeat_timeout: timedelta, end_expired: bool = False) -> Tick:
-    """One billing tick at logical time `now`. With `end_expired`, calls whose busy_until
-    passed are ended too (call_cleanup's safety net). Runs in a transaction of its own, or
-    as a savepoint of the caller's."""
-    return _tick(conn, now, timezone=timezone, heartbeat_timeout=heartbeat_timeout,
-                 end_expired=end_expired)
+                            heartbeat_timeout: timedelta, end_expired: bool = False,
+                            shard: Shard = EVERY_CALL) -> Tick:
+    """One billing tick at logical time `now` over the calls of `shard`. With
+    `end_expired`, calls whose busy_until passed are ended too (call_cleanup's safety
+    net). Runs in a transaction of its own, or as a savepoint of the caller's."""
+    return _tick(conn, now, Tick(shard=shard), timezone=timezone,
+                 heartbeat_timeout=heartbeat_timeout, end_expired=end_expired)
 
 
 def end_call(conn: psycopg.Connection, call_id: int, now: datetime, *, timezone: ZoneInfo,
@@ -58,71 +70,81 @@ def end_call(conn: psycopg.Connection, call_id: int, now: datetime, *, timezone:
     minutes are charged first, as a tick would; it ends 'completed', or 'dropped' for
     insufficient coins (or a silent party) if those minutes could not all be paid; then it
     is settled and its parties freed. Ending a call that already ended does nothing."""
-    return _tick(conn, now, timezone=timezone, heartbeat_timeout=heartbeat_timeout,
-                 calls=[call_id], hang_up=True)
+    return _tick(conn, now, Tick(calls=[call_id]), timezone=timezone,
+                 heartbeat_timeout=heartbeat_timeout, hang_up=True)
 
 
-def _tick(conn: psycopg.Connection, now: datetime, *, timezone: ZoneInfo,
-          heartbeat_timeout: timedelta, calls: list[int] | None = None,
-          end_expired: bool = False, hang_up: bool = False) -> Tick:
+def _tick(conn: psycopg.Connection, now: datetime, tick: Tick, *, timezone: ZoneInfo,
+          heartbeat_timeout: timedelta, end_expired: bool = False,
+          hang_up: bool = False) -> Tick:
     sql = queries("billing.sql")
-    params = {"now": now, "heartbeat": heartbeat_timeout, "timezone": timezone.key,
-              "calls": calls}
-    tick = Tick()
+    params = tick.params(now=now, heartbeat=heartbeat_timeout, timezone=timezone.key,
+                         work_mem=WORK_MEM)
     with conn.transaction():
+        conn.execute(sql["tick_settings"], params)
         tick.calls_seen = conn.execute(sql["lock_ongoing_calls"], params).fetchone()["calls"]
         conn.execute(sql["lock_callers_wallets"], params)
         charged = conn.execute(sql["charge_owed_minutes"], params).fetchone()
         tick.minutes_charged = charged["minutes_charged"]
         tick.coins_charged = charged["coins_charged"]
-        tick.ended = conn.execute(sql["end_calls"], params).fetchall()
+        ends = ["end_calls"]
         if end_expired:
-            tick.ended += conn.execute(sql["end_expired_calls"], params).fetchall()
+            ends.append("end_expired_calls")
         if hang_up:
-            tick.ended += conn.execute(sql["end_calls_as_asked"], params).fetchall()
-        ended_ids = {call["call_id"] for call in tick.ended}
-        tick.charged = {call_id: coins for call_id, coins in zip(
-            charged["charged_call_ids"], charged["charged_coins_spent"], strict=True)
-            if call_id not in ended_ids}
-        settled = settle_ended_calls(conn, now, timezone)
+            ends.append("end_calls_as_asked")
+        for name in ends:
+            ended = conn.execute(sql[name], params).fetchone()
+            tick.ended.extend(ended["call_ids"])
+            tick.end_reasons.update(ended["reasons"])
+        settled = _settle(conn, params)
         tick.calls_settled, tick.money_earned = settled["calls_settled"], settled["money_earned"]
-        parties = sorted({user for call in tick.ended
-                          for user in (call["user_id"], call["listener_id"])})
-        conn.execute(sql["free_parties"], {"users": parties})
+        conn.execute(sql["free_parties"], {"ended": list(tick.ended)})
     return tick
 
 
-def settle_ended_calls(conn: psycopg.Connection, now: datetime, timezone: ZoneInfo) -> dict:
-    """Pay the listener of every ended, unsettled call, exactly once."""
+def settle_ended_calls(conn: psycopg.Connection, now: datetime, timezone: ZoneInfo,
+                       shard: Shard = EVERY_CALL) -> dict:
+    """Pay the listener of every ended, unsettled call (of the shard's listeners), once."""
+    return _settle(conn, Tick(shard=shard).params(now=now, timezone=timezone.key))
+
+
+def _settle(conn: psycopg.Connection, params: dict) -> dict:
     sql = queries("billing.sql")
-    conn.execute(sql["open_listener_wallets"])
-    return conn.execute(sql["settle_ended_calls"],
-                        {"now": now, "timezone": timezone.key}).fetchone()
+    conn.execute(sql["open_listener_wallets"], params)
+    return conn.execute(sql["settle_ended_calls"], params).fetchone()
 
 
-def publish_tick(client: Redis, tick: Tick) -> None:
-    """The Redis side of a committed tick: each charged call's hash holds its coins_spent,
-    each ended call's hash is gone and its end is announced."""
-    charged = list(tick.charged.items())
-    for start in range(0, len(charged), REDIS_BATCH):
-        with client.pipeline(transaction=False) as pipe:
-            for call_id, coins_spent in charged[start:start + REDIS_BATCH]:
-                pipe.hset(events.call_key(call_id), "coins_spent", coins_spent)
-            pipe.execute()
-    if tick.ended:
-        client.delete(*(events.call_key(call["call_id"]) for call in tick.ended))
+def publish_tick(conn: psycopg.Connection, client: Redis, tick: Tick) -> None:
+    """The Redis side of a committed tick, read back from the database in batches: each
+    ongoing call's hash holds its coins_spent, each ended call's hash is gone and its end
+    is announced."""
+    sql = queries("billing.sql")
+    with conn.transaction(), conn.cursor(name="ongoing_coins_spent") as cursor:
+        cursor.itersize = REDIS_BATCH
+        cursor.execute(sql["ongoing_coins_spent"], tick.params())
+        while rows := cursor.fetchmany(REDIS_BATCH):
+            with client.pipeline(transaction=False) as pipe:
+                for row in rows:
+                    pipe.hset(events.call_key(row["call_id"]), "coins_spent", row["coins_spent"])
+                pipe.execute()
+    for start in range(0, len(tick.ended), REDIS_BATCH):
+        ids = list(tick.ended[start:start + REDIS_BATCH])
+        calls = conn.execute(sql["ended_calls"], {"ended": ids}).fetchall()
+        if not calls:
+            continue
+        client.delete(*(events.call_key(call["call_id"]) for call in calls))
         events.publish(client, events.CALL_CHANNEL, (
             {"event": "call_ended", "call_id": call["call_id"], "reason": call["end_reason"],
              "ended_at": call["end_time"].isoformat(), "coins_spent": call["coins_spent"],
              "caller_id": call["user_id"], "listener_id": call["listener_id"]}
-            for call in tick.ended))
+            for call in calls))
 
 
 def coin_deduction(conn: psycopg.Connection, run: RunContext) -> dict:
-    """The coin_deduction job: one billing tick at the run's slot."""
+    """The coin_deduction job (or one shard of it): one billing tick at the run's slot."""
     tick = deduct_per_minute_coins(
-        conn, run.scheduled_for, timezone=run.timezone,
+        conn, run.scheduled_for, timezone=run.timezone, shard=run.job.shard or EVERY_CALL,
         heartbeat_timeout=timedelta(seconds=int(run.params["heartbeat_timeout_seconds"])))
     if run.redis is not None:
-        run.after_commit(lambda: publish_tick(run.redis, tick))
+        run.after_commit(lambda: publish_tick(conn, run.redis, tick))
     return tick.result()

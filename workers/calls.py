@@ -51,7 +51,7 @@ def call_cleanup(conn: psycopg.Connection, run: RunContext) -> dict:
     stale = stale_call_keys(conn, run.redis) if run.redis is not None else []
 
     def repair_redis() -> None:
-        publish_tick(run.redis, tick)
+        publish_tick(conn, run.redis, tick)
         if stale:
             run.redis.delete(*stale)
 

@@ -59,11 +59,14 @@ class EmbeddedPostgres:
     """A PostgreSQL cluster in `directory`, on a Unix socket there and, with `port`, on
     127.0.0.1:port too."""
 
-    def __init__(self, directory: Path, *, port: int | None = None, durable: bool = True):
+    def __init__(self, directory: Path, *, port: int | None = None, durable: bool = True,
+                 settings: dict[str, str] | None = None):
         self.bin = package_dir("pgserver") / "pginstall" / "bin"
         self.directory = Path(directory).resolve()
         self.port = port
         self.durable = durable
+        #: Server settings (-c name=value) on top of PostgreSQL's defaults.
+        self.settings = settings or {}
         self.user = POSTGRES_SYSTEM_USER if os.geteuid() == 0 else None
 
     @property
@@ -109,6 +112,7 @@ class EmbeddedPostgres:
             if not self.durable:  # tests: crash safety of the OS is not what they test
                 options += ["-c fsync=off", "-c synchronous_commit=off",
                             "-c full_page_writes=off"]
+            options += [f"-c {name}={value}" for name, value in self.settings.items()]
             self._run("pg_ctl", "start", "-w", "-t", str(START_TIMEOUT), "-D", str(self.directory),
                       "-l", str(self.directory / "server.log"), "-o", " ".join(options))
         with psycopg.connect(self.socket_url("postgres"), autocommit=True) as conn:

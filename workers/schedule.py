@@ -31,6 +31,24 @@ class MissedRuns(StrEnum):
     ALL = "all"
 
 
+@dataclass(frozen=True)
+class Shard:
+    """Shard `index` of `count`: the users whose id mod count is index (see db/billing.sql)."""
+
+    index: int
+    count: int
+
+    def __post_init__(self):
+        if not 0 <= self.index < self.count:
+            raise ValueError(f"shard {self.index} of {self.count} does not exist")
+
+
+#: The one shard of an unsharded billing: every call.
+EVERY_CALL = Shard(0, 1)
+#: Lock ids of billing shards: BILLING_SHARD_LOCKS + shard index (unsharded: lock 1).
+BILLING_SHARD_LOCKS = 1000
+
+
 @dataclass(frozen=True, kw_only=True)
 class Job:
     name: str
@@ -45,6 +63,8 @@ class Job:
     missed: MissedRuns = MissedRuns.SKIP
     #: How far back MissedRuns.ALL looks for missed slots.
     catch_up_window: timedelta = timedelta(days=7)
+    #: The part of the calls a billing job bills; None for jobs that are not billing.
+    shard: Shard | None = None
 
     def __post_init__(self):
         cron.parse(self.cron)  # refuse a bad spec where it is declared
@@ -54,17 +74,40 @@ class Job:
             raise ValueError(f"{self.name}: max_retries must be >= 0")
 
 
+def billing_jobs(shards: int) -> list[Job]:
+    """The coin_deduction job, or with `shards` > 1 one job per shard: each its own slot
+    and advisory lock, so that many workers bill at once and any worker takes over a
+    shard whose worker died at its next minute. Replicas configured with different shard
+    counts never charge a minute twice (the ledger's unique keys and the calls' row locks
+    hold across them); they only wait on each other."""
+    if shards < 1:
+        raise ValueError("billing needs at least one shard")
+    if shards == 1:
+        names = {EVERY_CALL: ("coin_deduction", 1)}
+    else:
+        names = {Shard(i, shards): (f"coin_deduction_{i}", BILLING_SHARD_LOCKS + i)
+                 for i in range(shards)}
+    return [
+        Job(
+            name=name,
+            cron="* * * * *",
+            description=("Charges every owed minute of every ongoing call; ends calls out of"
+                         " coins." if shards == 1 else
+                         f"Bills shard {shard.index} of {shards}: charges the owed minutes of"
+                         " its callers' calls, ends calls out of coins, pays its listeners."),
+            lock_id=lock_id,
+            queue="billing",
+            time_limit=timedelta(seconds=55),
+            shard=shard,
+        )
+        for shard, (name, lock_id) in names.items()
+    ]
+
+
 JOBS: dict[str, Job] = {
     job.name: job
     for job in (
-        Job(
-            name="coin_deduction",
-            cron="* * * * *",
-            description="Charges every owed minute of every ongoing call; ends calls out of coins.",
-            lock_id=1,
-            queue="billing",
-            time_limit=timedelta(seconds=55),
-        ),
+        *billing_jobs(1),
         Job(
             name="presence_cleanup",
             cron="*/5 * * * *",
@@ -107,6 +150,14 @@ JOBS: dict[str, Job] = {
         ),
     )
 }
+
+
+def use_billing_shards(shards: int) -> None:
+    """Replace the billing jobs of JOBS with `shards` of them (BILLING_SHARDS), at the
+    entry point, before the actors are declared."""
+    others = [job for job in JOBS.values() if job.shard is None]
+    JOBS.clear()
+    JOBS.update({job.name: job for job in (*billing_jobs(shards), *others)})
 
 
 def get_job(name: str) -> Job:

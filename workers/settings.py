@@ -14,6 +14,8 @@ import sentry_sdk.utils
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from workers.schedule import billing_jobs
+
 DEFAULT_DATABASE_URL = "postgresql://localhost:5432/saathii"
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 DEFAULT_TIMEZONE = "Asia/Kolkata"
@@ -41,6 +43,9 @@ DEFAULT_LOG_RETENTION_DAYS = 14
 #: job_runs rows are deleted after this many days.
 DEFAULT_JOB_RUNS_RETENTION_DAYS = 30
 
+#: Most billing shards: each is a job, a message per minute and a worker thread busy.
+MAX_BILLING_SHARDS = 64
+
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -62,14 +67,16 @@ class Settings(BaseSettings):
     dramatiq_maintenance_chance: int = Field(DEFAULT_DRAMATIQ_MAINTENANCE_CHANCE, ge=1,
                                              le=1_000_000)
     heartbeat_timeout_seconds: int = Field(DEFAULT_HEARTBEAT_TIMEOUT, ge=10)
+    billing_shards: int = Field(1, ge=1, le=MAX_BILLING_SHARDS)
     presence_inactive_minutes: int = Field(DEFAULT_PRESENCE_INACTIVE_MINUTES, ge=1)
     log_retention_days: int = Field(DEFAULT_LOG_RETENTION_DAYS, ge=1)
     job_runs_retention_days: int = Field(DEFAULT_JOB_RUNS_RETENTION_DAYS, ge=1)
 
     def job_params(self) -> dict[str, dict[str, object]]:
         """Each job's parameters (job_settings.overrides may replace them per job)."""
+        billing = {"heartbeat_timeout_seconds": self.heartbeat_timeout_seconds}
         return {
-            "coin_deduction": {"heartbeat_timeout_seconds": self.heartbeat_timeout_seconds},
+            **{job.name: billing for job in billing_jobs(self.billing_shards)},
             "call_cleanup": {"heartbeat_timeout_seconds": self.heartbeat_timeout_seconds},
             "presence_cleanup": {"inactive_minutes": self.presence_inactive_minutes},
             "log_rotation": {"log_dir": str(self.log_dir) if self.log_dir else None,

@@ -90,8 +90,8 @@ def test_a_sigkilled_workers_run_is_redelivered_and_charges_each_minute_once(db,
         with psycopg.connect(db.url) as blocker:  # holds the tick inside its work
             blocker.execute("LOCK TABLE user_transactions IN ACCESS EXCLUSIVE MODE")
             redis_client = redis.Redis.from_url(db.redis_url)
-            from workers.actors.billing import coin_deduction
-            coin_deduction.send_with_options(kwargs={"scheduled_for": now.isoformat()})
+            from workers.actors.billing import ACTORS
+            ACTORS["coin_deduction"].send_with_options(kwargs={"scheduled_for": now.isoformat()})
             wait_for("the tick blocked in its work", lambda: blocked_on_lock(conn),
                      alive=[first])
             kill_hard(first)

@@ -25,7 +25,7 @@ import pytest
 import redis
 
 from workers import catchup, cron
-from workers.actors.billing import coin_deduction
+from workers.actors.billing import ACTORS
 from workers.runs import slot_of
 from workers.schedule import JOBS
 
@@ -351,7 +351,7 @@ def test_sigterm_lets_a_worker_finish_and_exit_cleanly(db, services):
     slot = slot_of(datetime.now(UTC))
     with db.connect() as conn, table_locked(db, "user_calls") as release:
         worker = services.start("dramatiq", DRAMATIQ, DB_LOCK_TIMEOUT_MS="60000")
-        coin_deduction.send_with_options(kwargs={"scheduled_for": slot.isoformat()})
+        ACTORS["coin_deduction"].send_with_options(kwargs={"scheduled_for": slot.isoformat()})
         services.wait_for("coin_deduction blocked in its work",
                           lambda: blocked_on_lock(conn), alive=(worker,))
 
@@ -382,7 +382,7 @@ def test_make_run_ctrl_c_lets_the_run_in_progress_finish(db, services):
             alive=(supervisor,))
         slot = first["scheduled_for"] - timedelta(minutes=5)
         with table_locked(db, "user_calls") as release:
-            coin_deduction.send_with_options(kwargs={"scheduled_for": slot.isoformat()})
+            ACTORS["coin_deduction"].send_with_options(kwargs={"scheduled_for": slot.isoformat()})
             services.wait_for("coin_deduction blocked in its work",
                               lambda: blocked_on_lock(conn), alive=(supervisor,))
 

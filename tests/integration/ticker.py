@@ -3,6 +3,7 @@ the job's advisory lock: what the replica tests race against each other.
 
     python ticker.py ISO_TIME [ISO_TIME ...]     one tick per time, in order
     python ticker.py --forever ISO_TIME          the same tick again and again, until killed
+    python ticker.py --shard I/K ISO_TIME ...    ticks of billing shard I of K only
 """
 
 import sys
@@ -11,19 +12,25 @@ from datetime import datetime, timedelta
 import workers
 from workers.billing import deduct_per_minute_coins
 from workers.db import connect
+from workers.schedule import EVERY_CALL, Shard
 
 HEARTBEAT = timedelta(seconds=120)
 
 
 def main(args: list[str]) -> None:
     forever = args[:1] == ["--forever"]
-    times = [datetime.fromisoformat(text) for text in args[forever:]]
+    args = args[forever:]
+    shard = EVERY_CALL
+    if args[:1] == ["--shard"]:
+        shard = Shard(*map(int, args[1].split("/")))
+        args = args[2:]
+    times = [datetime.fromisoformat(text) for text in args]
     with connect(workers.settings.database_url, autocommit=True) as conn:
         print("ready", flush=True)
         while True:
             for at in times:
                 deduct_per_minute_coins(conn, at, timezone=workers.settings.timezone,
-                                        heartbeat_timeout=HEARTBEAT)
+                                        heartbeat_timeout=HEARTBEAT, shard=shard)
             if not forever:
                 return
 

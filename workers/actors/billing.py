@@ -1,4 +1,7 @@
 from workers.actors import job_actor
 from workers.billing import coin_deduction as charge_ongoing_calls
+from workers.schedule import JOBS
 
-coin_deduction = job_actor("coin_deduction", charge_ongoing_calls)
+#: The billing actors by name: coin_deduction, or one per shard (BILLING_SHARDS).
+ACTORS = {job.name: job_actor(job.name, charge_ongoing_calls)
+          for job in JOBS.values() if job.shard is not None}
