@@ -30,8 +30,10 @@ a steady system does once a day. Then `dramatiq workers` and `periodiq workers`,
 leading a session of its own, logging to a file in the temporary directory, with the
 settings' defaults. periodiq sends a tick as it starts: that warm-up tick is waited for and
 not measured; the next --minutes boundaries are. The other jobs run as scheduled (catch_up
-each minute, presence_cleanup every 5, call_cleanup every 10, which also locks the calls):
-the table says what else ran for each minute's slot.
+each minute, presence_cleanup every 5, call_cleanup every 10): the table says what else ran
+for each minute's slot. call_cleanup runs the same tick under its own lock; when it locks
+the calls first it bills the minute, and coin_deduction, waiting for those row locks, then
+finds nothing owed: its commit still bounds when the minute was billed.
 
 --worker-timeout sets Dramatiq's `dramatiq_worker_timeout` (ms, default 1000; there is no
 command-line option): an idle Redis consumer polls again after a backoff that grows to
@@ -125,8 +127,15 @@ class Minute:
     minutes_charged: int | None = None
     calls_ended: dict = field(default_factory=dict)
     reason: str | None = None
-    #: The other jobs run for the same slot, and their run times (seconds).
-    beside: dict[str, float | None] = field(default_factory=dict)
+    #: The other jobs run for the same slot: run time (seconds) and, for call_cleanup,
+    #: which bills too, the minutes it charged first.
+    beside: dict[str, dict] = field(default_factory=dict)
+
+    def billed(self) -> int:
+        """Minutes charged for this slot, by the tick or by call_cleanup racing it."""
+        return sum(run.get("minutes_charged") or 0
+                   for run in ({"minutes_charged": self.minutes_charged},
+                               *self.beside.values()))
 
 
 # The numbers --------------------------------------------------------------------------
@@ -162,7 +171,8 @@ def picked_times(worker_log: str) -> dict[str, datetime]:
 
 def minute_from(boundary: datetime, runs: list[dict], sent: dict, picked: dict) -> Minute:
     """The minute at `boundary`, from its slot's job_runs rows and the logs' times."""
-    beside = {run["job"]: seconds(run["started_at"], run["finished_at"])
+    beside = {run["job"]: {"run": seconds(run["started_at"], run["finished_at"]),
+                           "minutes_charged": (run["result"] or {}).get("minutes_charged")}
               for run in runs if run["job"] != JOB}
     tick = next((run for run in runs if run["job"] == JOB), None)
     if tick is None:
@@ -189,7 +199,7 @@ def percentile(values: list[float], p: int) -> float:
 def summarize(minutes: list[Minute]) -> dict[str, dict[str, float]]:
     """p50, p99 and max of the lag and of each of its parts, over the succeeded minutes."""
     done = [m for m in minutes if m.status == "succeeded"]
-    series = {"lag": [m.lag for m in done], **{p: [m.parts[p] for m in done] for p in PARTS}}
+    series = {"lag": [m.lag for m in done], **{p: [m.parts.get(p) for m in done] for p in PARTS}}
     known = {name: [v for v in values if v is not None] for name, values in series.items()}
     return {name: {"p50": percentile(values, 50), "p99": percentile(values, 99),
                    "max": max(values)} for name, values in known.items() if values}
@@ -204,8 +214,9 @@ def table(minutes: list[Minute], summary: dict) -> str:
     lines = [f"{'minute':<7}{'status':<10}" + "".join(f"{c:>8}" for c in columns)
              + f"{'billed':>8}  beside"]
     for m in minutes:
-        beside = ", ".join(f"{job} {cell(run)}s" for job, run in m.beside.items()
-                           if job != "catch_up")  # it runs every minute, in milliseconds
+        beside = ", ".join(f"{job} {cell(run['run'])}s" + (
+            f" billed {run['minutes_charged']}" if run["minutes_charged"] else "")
+            for job, run in m.beside.items() if job != "catch_up")  # every minute, in ms
         billed = "-" if m.minutes_charged is None else m.minutes_charged
         lines.append(f"{clock(m.boundary):<7}{m.status:<10}"
                      + "".join(f"{cell(v):>8}"
@@ -218,12 +229,13 @@ def table(minutes: list[Minute], summary: dict) -> str:
 
 
 def billing_problems(minutes: list[Minute], calls: int, ledger: dict) -> list[str]:
-    """Why the run measured less than real billing, if it did: each succeeded tick charges
-    every call at least a minute and ends none; every call is on at the end; the ledger
-    holds a spend row for every minute owed by the last tick."""
-    problems = [f"{clock(m.boundary)} billed {m.minutes_charged} minutes, ended "
-                f"{m.calls_ended}" for m in minutes if m.status == "succeeded"
-                and ((m.minutes_charged or 0) < calls or any(m.calls_ended.values()))]
+    """Why the run measured less than real billing, if it did: each succeeded tick's slot
+    charges every call at least a minute (call_cleanup, every 10 minutes, may charge it
+    first: the tick then finds nothing owed, and commits after it) and the tick ends no
+    call; every call is on at the end; every minute owed by the last tick is charged."""
+    problems = [f"{clock(m.boundary)} billed {m.billed()} minutes, ended {m.calls_ended}"
+                for m in minutes if m.status == "succeeded"
+                and (m.billed() < calls or any(m.calls_ended.values()))]
     if ledger["ongoing_calls"] != calls:
         problems.append(f"{ledger['ongoing_calls']} of {calls} calls ongoing at the end")
     if ledger["spend_rows"] != ledger["owed_minutes"]:
@@ -413,7 +425,7 @@ def report(args: argparse.Namespace, measured: dict) -> dict:
                    "dramatiq_worker_timeout_ms": args.worker_timeout or "default (1000)"},
         "summary": measured["summary"],
         "succeeded": sum(m.status == "succeeded" for m in minutes),
-        "minutes_charged": sum(m.minutes_charged or 0 for m in minutes),
+        "minutes_charged": sum(m.billed() for m in minutes),
         "ledger": measured["ledger"],
         "minutes": [asdict(m) for m in minutes],
     }
@@ -463,9 +475,9 @@ def main(argv: list[str] | None = None) -> int:
         written = report(args, measured)
         args.out.write_text(json.dumps(written, indent=2, default=str) + "\n")
         print(table(measured["minutes"], measured["summary"]))
-        print(f"billed {written['minutes_charged']} minutes in {written['succeeded']} of "
-              f"{args.minutes} ticks, {args.calls} calls; ledger: {measured['ledger']}; "
-              f"JSON in {args.out}")
+        print(f"billed: {written['minutes_charged']} minutes of {args.calls} calls in "
+              f"{args.minutes} minutes, {written['succeeded']} ticks succeeded; ledger: "
+              f"{measured['ledger']}; JSON in {args.out}")
         error = "; ".join(billing_problems(measured["minutes"], args.calls,
                                            measured["ledger"])) or None
     if error is not None:

@@ -58,12 +58,13 @@ def test_a_minute_is_cut_at_send_pickup_claim_and_finish():
     runs = [{"job": JOB, "status": "succeeded", "message_id": message_id,
              "started_at": B + timedelta(seconds=0.41), "finished_at": B + timedelta(seconds=1),
              "result": {"minutes_charged": 10, "calls_ended": {}}, "reason": None},
-            {"job": "call_cleanup", "started_at": B, "finished_at": B + timedelta(seconds=3)}]
+            {"job": "call_cleanup", "started_at": B, "finished_at": B + timedelta(seconds=3),
+             "result": {"minutes_charged": 0}}]
     minute = lag.minute_from(B, runs, {B: B + timedelta(seconds=0.002)},
                              {message_id: B + timedelta(seconds=0.402)})
     assert minute.lag == 1.0
     assert minute.parts == {"sent": 0.002, "wait": 0.4, "claim": 0.008, "run": 0.59}
-    assert minute.beside == {"call_cleanup": 3.0}
+    assert minute.beside == {"call_cleanup": {"run": 3.0, "minutes_charged": 0}}
 
 
 def test_a_tick_that_billed_less_than_every_call_is_a_problem():
@@ -73,6 +74,12 @@ def test_a_tick_that_billed_less_than_every_call_is_a_problem():
     short = Minute(B, "succeeded", lag=0.5, minutes_charged=7,
                    calls_ended={"heartbeat_timeout": 3})
     assert lag.billing_problems([short], 10, {**ledger, "ongoing_calls": 7})
+    # Every 10 minutes call_cleanup may charge the minute first: the slot is billed.
+    raced = Minute(B, "succeeded", lag=0.5, minutes_charged=0,
+                   beside={"call_cleanup": {"run": 0.4, "minutes_charged": 10}})
+    assert raced.billed() == 10
+    assert lag.billing_problems([raced], 10, ledger) == []
+    assert "call_cleanup 0.400s billed 10" in lag.table([raced], lag.summarize([raced]))
 
 
 @pytest.mark.parametrize("args", [["--minutes", "0"], ["--calls", "-1"],
