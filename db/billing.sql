@@ -81,73 +81,48 @@ wallets_debited AS (
 SELECT count(*) AS minutes_charged, coalesce(sum(coins), 0) AS coins_charged FROM spent;
 
 -- name: end_calls
--- End the ongoing calls that can go no further, as 'dropped':
--- * a started minute is still unpaid after charging, because the caller's balance could
---   not cover it: 'insufficient_coins', ended at the tick (or when a party went silent,
---   if that came first);
--- * otherwise a party went silent: ended at the instant it did ('heartbeat_timeout').
--- duration_minutes counts the minutes paid; no paid minute starts after the end
+-- End the ongoing calls (of the shard, or these calls) that can go no further, each for
+-- the first of these rules that holds:
+-- 1. a started minute is still unpaid after charging, because the caller's balance could
+--    not cover it: 'dropped' for 'insufficient_coins', at the tick (or when a party went
+--    silent, if that came first);
+-- 2. a party went silent: 'dropped' at the instant it did ('heartbeat_timeout');
+-- 3. with %(end_expired)s (call_cleanup): a party's busy_until has passed: 'dropped' at
+--    the tick ('expired');
+-- 4. with %(hang_up)s (the API's hang-up of %(calls)s): 'completed' at the tick.
+-- The owed minutes were charged first, by the same tick. duration_minutes counts the
+-- minutes paid, and a late tick ends a call no earlier than its last paid minute began
 -- (call_end_time).
-WITH ending AS (
-    SELECT b.call_id,
+WITH rules AS (
+    SELECT b.call_id, CASE WHEN b.due > b.paid THEN 1 ELSE 2 END AS rule, 'dropped' AS status,
            CASE WHEN b.due > b.paid THEN 'insufficient_coins' ELSE 'heartbeat_timeout' END
                AS reason,
-           call_end_time(CASE WHEN b.silent THEN b.silent_since ELSE %(now)s END,
-                         c.start_time, c.coins_spent, c.call_type) AS end_time
+           CASE WHEN b.silent THEN b.silent_since ELSE %(now)s END AS asked
     FROM ongoing_calls_at(%(now)s, %(heartbeat)s) b
-    JOIN user_calls c USING (call_id)
-    WHERE (b.silent OR b.due > b.paid) AND (%(shards)s = 1 OR int4eq(b.caller_id %% %(shards)s::integer, %(shard)s::integer))
+    WHERE (b.due > b.paid OR b.silent)
+      AND (%(shards)s = 1 OR int4eq(b.caller_id %% %(shards)s::integer, %(shard)s::integer))
       AND (%(calls)s::integer[] IS NULL OR b.call_id = ANY(%(calls)s::integer[]))
-),
-ended AS (
-    UPDATE user_calls c
-    SET status = 'dropped', end_reason = e.reason, end_time = e.end_time,
-        duration_seconds = floor(extract(epoch FROM e.end_time - c.start_time))::integer,
-        duration_minutes = c.coins_spent / call_rate(c.call_type), updated_at = now()
-    FROM ending e
-    WHERE c.call_id = e.call_id
-    RETURNING c.call_id, c.end_reason
-)
-SELECT coalesce(array_agg(call_id ORDER BY call_id), '{}') AS call_ids,
-       coalesce(array_agg(end_reason ORDER BY call_id), '{}') AS reasons
-FROM ended;
-
--- name: end_calls_as_asked
--- End these calls at the tick, as a party asked (the API's hang-up), once their owed
--- minutes were charged: 'completed' (never before their last paid minute began).
-WITH ending AS (
-    SELECT call_id, call_end_time(%(now)s, start_time, coins_spent, call_type) AS end_time
-    FROM user_calls
-    WHERE call_id = ANY(%(calls)s::integer[]) AND status = 'ongoing'
-),
-ended AS (
-    UPDATE user_calls c
-    SET status = 'completed', end_reason = 'completed', end_time = e.end_time,
-        duration_seconds = floor(extract(epoch FROM e.end_time - c.start_time))::integer,
-        duration_minutes = c.coins_spent / call_rate(c.call_type), updated_at = now()
-    FROM ending e
-    WHERE c.call_id = e.call_id
-    RETURNING c.call_id, c.end_reason
-)
-SELECT coalesce(array_agg(call_id ORDER BY call_id), '{}') AS call_ids,
-       coalesce(array_agg(end_reason ORDER BY call_id), '{}') AS reasons
-FROM ended;
-
--- name: end_expired_calls
--- End at the tick the ongoing calls whose time ran out: a party's busy_until has passed
--- ('expired'). Their owed minutes were charged first, by the same tick; a late tick ends
--- them no earlier than their last paid minute began.
-WITH ending AS (
-    SELECT DISTINCT c.call_id,
-           call_end_time(%(now)s, c.start_time, c.coins_spent, c.call_type) AS end_time
+    UNION ALL
+    SELECT c.call_id, 3, 'dropped', 'expired', %(now)s
     FROM user_calls c
-    JOIN user_status s ON s.user_id IN (c.user_id, c.listener_id)
-    WHERE c.status = 'ongoing' AND c.start_time <= %(now)s AND s.busy_until < %(now)s
+    WHERE %(end_expired)s AND c.status = 'ongoing' AND c.start_time <= %(now)s
       AND (%(shards)s = 1 OR int4eq(c.user_id %% %(shards)s::integer, %(shard)s::integer))
+      AND EXISTS (SELECT 1 FROM user_status s
+                  WHERE s.user_id IN (c.user_id, c.listener_id) AND s.busy_until < %(now)s)
+    UNION ALL
+    SELECT c.call_id, 4, 'completed', 'completed', %(now)s
+    FROM user_calls c
+    WHERE %(hang_up)s AND c.call_id = ANY(%(calls)s::integer[]) AND c.status = 'ongoing'
+),
+ending AS (
+    SELECT DISTINCT ON (r.call_id) r.call_id, r.status, r.reason,
+           call_end_time(r.asked, c.start_time, c.coins_spent, c.call_type) AS end_time
+    FROM rules r JOIN user_calls c USING (call_id)
+    ORDER BY r.call_id, r.rule
 ),
 ended AS (
     UPDATE user_calls c
-    SET status = 'dropped', end_reason = 'expired', end_time = e.end_time,
+    SET status = e.status, end_reason = e.reason, end_time = e.end_time,
         duration_seconds = floor(extract(epoch FROM e.end_time - c.start_time))::integer,
         duration_minutes = c.coins_spent / call_rate(c.call_type), updated_at = now()
     FROM ending e

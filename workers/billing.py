@@ -87,25 +87,14 @@ def _tick(conn: psycopg.Connection, now: datetime, tick: Tick, *, timezone: Zone
         charged = conn.execute(sql["charge_owed_minutes"], params).fetchone()
         tick.minutes_charged = charged["minutes_charged"]
         tick.coins_charged = charged["coins_charged"]
-        ends = ["end_calls"]
-        if end_expired:
-            ends.append("end_expired_calls")
-        if hang_up:
-            ends.append("end_calls_as_asked")
-        for name in ends:
-            ended = conn.execute(sql[name], params).fetchone()
-            tick.ended.extend(ended["call_ids"])
-            tick.end_reasons.update(ended["reasons"])
+        ended = conn.execute(sql["end_calls"], {**params, "end_expired": end_expired,
+                                                "hang_up": hang_up}).fetchone()
+        tick.ended.extend(ended["call_ids"])
+        tick.end_reasons.update(ended["reasons"])
         settled = _settle(conn, params)
         tick.calls_settled, tick.money_earned = settled["calls_settled"], settled["money_earned"]
         conn.execute(sql["free_parties"], {"ended": list(tick.ended)})
     return tick
-
-
-def settle_ended_calls(conn: psycopg.Connection, now: datetime, timezone: ZoneInfo,
-                       shard: Shard = EVERY_CALL) -> dict:
-    """Pay the listener of every ended, unsettled call (of the shard's listeners), once."""
-    return _settle(conn, Tick(shard=shard).params(now=now, timezone=timezone.key))
 
 
 def _settle(conn: psycopg.Connection, params: dict) -> dict:
