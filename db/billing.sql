@@ -107,8 +107,9 @@ WITH rules AS (
     FROM user_calls c
     WHERE %(end_expired)s AND c.status = 'ongoing' AND c.start_time <= %(now)s
       AND (%(shards)s = 1 OR int4eq(c.user_id %% %(shards)s::integer, %(shard)s::integer))
-      AND EXISTS (SELECT 1 FROM user_status s
-                  WHERE s.user_id IN (c.user_id, c.listener_id) AND s.busy_until < %(now)s)
+      -- (IN lists of the expired, hashed once: not a scan of them per call.)
+      AND (c.user_id IN (SELECT user_id FROM user_status WHERE busy_until < %(now)s)
+           OR c.listener_id IN (SELECT user_id FROM user_status WHERE busy_until < %(now)s))
     UNION ALL
     SELECT c.call_id, 4, 'completed', 'completed', %(now)s
     FROM user_calls c
@@ -180,10 +181,14 @@ paid AS (
     RETURNING wallet_id, call_id, money_change
 ),
 settled AS (
+    -- (IN, not a join with paid: the planner expects one row of each CTE and would
+    -- compare every ended call with every paid one; IN hashes the paid calls.)
     UPDATE user_calls c
-    SET settled_at = %(now)s, listener_money_earned = coalesce(p.money_change, c.listener_money_earned),
+    SET settled_at = %(now)s,
+        listener_money_earned = CASE WHEN e.call_id IN (SELECT call_id FROM paid) THEN e.earned
+                                     ELSE c.listener_money_earned END,
         updated_at = now()
-    FROM ended e LEFT JOIN paid p USING (call_id)
+    FROM ended e
     WHERE c.call_id = e.call_id
     RETURNING c.call_id
 ),
