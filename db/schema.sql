@@ -278,9 +278,10 @@ SELECT pg_temp.add_index('user_calls_listener_ongoing',
 -- ongoing call (coins_spent) and its caller's wallet every minute; with free space on the
 -- page the new version stays there and no index changes (a HOT update: one small write
 -- instead of one per index), and the version a tick replaced is pruned by the next one.
--- Calls are appended together and are ongoing together, so their pages need room for all
--- of their rows at once; wallets are few per page on a call at any time.
-SELECT pg_temp.set_storage('user_calls', 'fillfactor', '60');
+-- Calls are appended together and are ongoing together, so their pages need room for a
+-- second version of every row at once (fillfactor 50: at 60, a third of a tick's call
+-- updates found no room and wrote every index); wallets are few per page on a call.
+SELECT pg_temp.set_storage('user_calls', 'fillfactor', '50');
 SELECT pg_temp.set_storage('user_wallets', 'fillfactor', '80');
 
 -- The platform's own tables -----------------------------------------------------------
@@ -339,5 +340,6 @@ VALUES (1, 'Saathii tables, money constraints, job_runs, job_settings'),
        (2, 'ledger keys per call minute and settlement, badge levels, call end reasons'),
        (3, 'badge_days: settlement waits for its day''s badges'),
        (4, 'call_end_time(): no paid minute after a call''s end'),
-       (5, 'fillfactor of user_calls and user_wallets: billing updates stay on their page')
+       (5, 'fillfactor of user_calls and user_wallets: billing updates stay on their page'),
+       (6, 'fillfactor 50 of user_calls: every call of a page can be billed in place')
 ON CONFLICT (version) DO NOTHING;

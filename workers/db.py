@@ -26,7 +26,7 @@ CONNECT_TIMEOUT = 5
 KEEPALIVES = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
               "keepalives_count": 3}
 #: The schema version db/schema.sql records; the code expects at least this one.
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 #: Advisory lock of `db init` (jobs' lock ids start at 1).
 SCHEMA_LOCK_ID = 0
 #: Connections a worker process keeps for its actor threads.

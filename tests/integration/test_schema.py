@@ -95,6 +95,23 @@ def test_init_twice_changes_nothing(empty):
     assert empty.execute("SELECT count(*) AS n FROM pg_constraint").fetchone()["n"] == before
 
 
+def fillfactor(conn, table: str) -> str | None:
+    options = conn.execute("SELECT reloptions FROM pg_class WHERE oid = %s::regclass",
+                           [table]).fetchone()["reloptions"] or []
+    return next((o.split("=")[1] for o in options if o.startswith("fillfactor=")), None)
+
+
+def test_billed_tables_leave_room_for_the_minutes_new_versions(empty):
+    apply_schema(empty)
+    assert (fillfactor(empty, "user_calls"), fillfactor(empty, "user_wallets")) == ("50", "80")
+
+    # A database of version 5 (user_calls at 60) is moved to 50 by the next db init.
+    empty.execute("ALTER TABLE user_calls SET (fillfactor = 60)")
+    empty.execute("DELETE FROM schema_version WHERE version = 6")
+    assert apply_schema(empty) == SCHEMA_VERSION
+    assert fillfactor(empty, "user_calls") == "50"
+
+
 def test_init_on_a_live_database_does_not_wait_for_its_queries(db, conn):
     with db.connect() as api, api.transaction():
         # A long transaction of the API: a write lock on user_calls (conflicts with CREATE
