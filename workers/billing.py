@@ -112,10 +112,7 @@ def publish_tick(conn: psycopg.Connection, client: Redis, tick: Tick) -> None:
         cursor.itersize = REDIS_BATCH
         cursor.execute(sql["ongoing_coins_spent"], tick.params())
         while rows := cursor.fetchmany(REDIS_BATCH):
-            with client.pipeline(transaction=False) as pipe:
-                for row in rows:
-                    pipe.hset(events.call_key(row["call_id"]), "coins_spent", row["coins_spent"])
-                pipe.execute()
+            events.set_coins_spent(client, [(row["call_id"], row["coins_spent"]) for row in rows])
     for start in range(0, len(tick.ended), REDIS_BATCH):
         ids = list(tick.ended[start:start + REDIS_BATCH])
         calls = conn.execute(sql["ended_calls"], {"ended": ids}).fetchall()
