@@ -209,10 +209,14 @@ SELECT (SELECT count(*) FROM settled) AS calls_settled,
 -- name: free_parties
 -- A party of these ended calls is no longer busy, unless still on another ongoing call.
 -- Their rows are locked in user id order first: two shards may free the same listener.
+-- (The parties are a UNION, not unnest(ARRAY[caller, listener]): the planner cannot
+-- look that up by key and compared every busy user with every party.)
 WITH parties AS (
     SELECT s.user_id FROM user_status s
-    WHERE s.user_id IN (SELECT unnest(ARRAY[c.user_id, c.listener_id]) FROM user_calls c
-                        WHERE c.call_id = ANY(%(ended)s::integer[]))
+    WHERE s.user_id IN (SELECT user_id FROM user_calls WHERE call_id = ANY(%(ended)s::integer[])
+                        UNION
+                        SELECT listener_id FROM user_calls
+                        WHERE call_id = ANY(%(ended)s::integer[]))
       AND (s.is_busy OR s.busy_until IS NOT NULL)
       AND NOT EXISTS (SELECT 1 FROM user_calls c
                       WHERE c.status = 'ongoing' AND c.user_id = s.user_id)
