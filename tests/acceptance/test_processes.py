@@ -27,7 +27,7 @@ import redis
 from workers import catchup, cron
 from workers.actors.billing import ACTORS
 from workers.runs import slot_of
-from workers.schedule import JOBS
+from workers.schedule import JOBS, LOCK_NAMESPACE
 
 pytestmark = pytest.mark.acceptance
 
@@ -338,11 +338,16 @@ def table_locked(db, table: str):
         conn.close()
 
 
-def blocked_on_lock(conn) -> bool:
-    """Whether a session of the test database waits for a lock on user_calls."""
+def blocked_on_lock(conn, job: str = "coin_deduction") -> bool:
+    """Whether a run of `job` (the session holding its advisory lock) waits for a lock. Not
+    any waiting session: with a scheduler running, call_cleanup at a ten-minute boundary
+    waits on the same table lock while the test's message is still queued."""
     return conn.execute(
-        "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database()"
-        " AND wait_event_type = 'Lock' AND query ILIKE '%%user_calls%%'").fetchone()["n"] > 0
+        "SELECT count(*) AS n FROM pg_stat_activity a JOIN pg_locks l ON l.pid = a.pid"
+        " WHERE a.datname = current_database() AND a.wait_event_type = 'Lock'"
+        " AND l.locktype = 'advisory' AND l.granted"
+        " AND (l.classid, l.objid, l.objsubid) = (%(namespace)s, %(lock_id)s, 2)",
+        {"namespace": LOCK_NAMESPACE, "lock_id": JOBS[job].lock_id}).fetchone()["n"] > 0
 
 
 def test_sigterm_lets_a_worker_finish_and_exit_cleanly(db, services):
@@ -371,8 +376,11 @@ def test_sigterm_lets_a_worker_finish_and_exit_cleanly(db, services):
 
 
 def test_make_run_ctrl_c_lets_the_run_in_progress_finish(db, services):
+    # Threads enough for the test's run beside every scheduled job that may block on the
+    # same table lock (call_cleanup, presence_cleanup, the catch-up's badge_assignment and
+    # log_rotation when the scheduler starts at a ten-minute boundary).
     supervisor = services.start("make-run", SUPERVISOR, WORKER_PROCESSES="1",
-                                WORKER_THREADS="2", DB_LOCK_TIMEOUT_MS="60000")
+                                WORKER_THREADS="8", DB_LOCK_TIMEOUT_MS="60000")
     forwarded = "[dramatiq.MainProcess] [INFO] Sending signal"
     with db.connect() as conn:
         # Up and running (its `db init` is done: it would wait for the table lock).
