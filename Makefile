@@ -51,9 +51,10 @@ clean:
 DURATION ?= 600
 WORKERS ?= 3
 SEED ?= 1
+SHARDS ?= 1
 
-chaos: setup  ## make chaos DURATION=600 WORKERS=3 SEED=1; exit 1 on any violation
-	$(PY) -m chaos --duration $(DURATION) --workers $(WORKERS) --seed $(SEED)
+chaos: setup  ## make chaos DURATION=600 WORKERS=3 SEED=1 SHARDS=1; exit 1 on any violation
+	$(PY) -m chaos --duration $(DURATION) --workers $(WORKERS) --seed $(SEED) --shards $(SHARDS)
 
 # The billing benchmark (python -m bench, never part of `make test`): one tick against N
 # ongoing calls, beside the bare-UPDATE floor and the original per-call loop; prints the

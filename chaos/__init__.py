@@ -27,7 +27,8 @@ One run, in a temporary directory of its own:
    alive; the queues drain; a final round at the end of logical time runs through the
    real CLI (`python -m workers run-task ... --as-of END`): catch_up first (the missed-run
    policy; the workers then run what it asked for, such as a day's badges, which
-   settlement waits for), then coin_deduction (the final tick), call_cleanup and
+   settlement waits for), then the billing job (coin_deduction, or each of its shards
+   with --shards K: the final tick), call_cleanup and
    presence_cleanup; the queues drain again and the workers stop gracefully.
 5. Checks (chaos.checks, SQL in chaos/checks.sql), from the database alone: every
    (call, minute) charged at most once and every owed minute charged; balances equal the

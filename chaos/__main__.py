@@ -1,4 +1,5 @@
-"""python -m chaos --duration SECONDS --workers N --seed S [--minute-seconds X] [--keep]
+"""python -m chaos --duration SECONDS --workers N --seed S [--shards K] [--minute-seconds X]
+                   [--keep]
 
 The JSON summary is the last line of stdout. Exit 0: no violation; 1: violations;
 2: the harness failed (a server that would not start, a worker that would not boot,
@@ -30,6 +31,8 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, default=3,
                         help="dramatiq worker processes (default 3)")
     parser.add_argument("--seed", type=int, default=1, help="seeds faults and traffic")
+    parser.add_argument("--shards", type=int, default=1,
+                        help="billing shards, BILLING_SHARDS of every process (default 1)")
     parser.add_argument("--minute-seconds", type=float, default=1.0,
                         help="real seconds per logical minute (default 1.0)")
     parser.add_argument("--start-at", metavar="HH:MM",
@@ -54,8 +57,8 @@ def _interrupt(signum, frame):
 
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
-    if args.duration <= 0 or args.workers < 1 or args.minute_seconds <= 0:
-        print("chaos: --duration, --workers and --minute-seconds must be positive",
+    if args.duration <= 0 or args.workers < 1 or args.minute_seconds <= 0 or args.shards < 1:
+        print("chaos: --duration, --workers, --shards and --minute-seconds must be positive",
               file=sys.stderr)
         return EXIT_HARNESS
     try:
@@ -66,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     directory = Path(tempfile.mkdtemp(prefix="saathii-chaos-"))
     postgres_port, redis_port = free_port(), free_port()
     env = environment(database_url=f"postgresql://postgres@127.0.0.1:{postgres_port}/saathii",
-                      redis_url=f"redis://127.0.0.1:{redis_port}/0")
+                      redis_url=f"redis://127.0.0.1:{redis_port}/0", shards=args.shards)
     # Before anything imports `workers`, whose settings are read once, at import.
     os.environ.pop("LOG_DIR", None)
     os.environ.update(env)

@@ -12,6 +12,8 @@ from pathlib import Path
 import psycopg
 from psycopg.rows import dict_row
 
+from workers.schedule import JOBS
+
 SQL_FILE = Path(__file__).with_name("checks.sql")
 _NAME_LINE = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 #: Violations listed in the summary per check (the count is always complete).
@@ -25,9 +27,11 @@ def queries() -> dict[str, str]:
 
 
 def judge(url: str, *, start: datetime, final: datetime, heartbeat: timedelta,
-          timezone: str) -> tuple[list[dict], dict]:
-    """(violations, description). Each violation names its check and the rows' columns."""
-    params = {"start": start, "final": final, "heartbeat": heartbeat, "timezone": timezone}
+          timezone: str, billing_jobs: list[str] | None = None) -> tuple[list[dict], dict]:
+    """(violations, description). Each violation names its check and the rows' columns.
+    `billing_jobs` are the names of the billing jobs (BILLING_SHARDS's, by default)."""
+    params = {"start": start, "final": final, "heartbeat": heartbeat, "timezone": timezone,
+              "billing_jobs": billing_jobs or billing_job_names()}
     violations, description = [], {}
     with psycopg.connect(url, row_factory=dict_row, connect_timeout=10) as conn:
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
@@ -41,6 +45,11 @@ def judge(url: str, *, start: datetime, final: datetime, heartbeat: timedelta,
                 violations += [{"check": name, **row} for row in rows]
         conn.rollback()
     return violations, description
+
+
+def billing_job_names() -> list[str]:
+    """coin_deduction, or coin_deduction_0..K-1 with BILLING_SHARDS=K."""
+    return [job.name for job in JOBS.values() if job.shard is not None]
 
 
 def listed(violations: list[dict]) -> list[dict]:

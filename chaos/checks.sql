@@ -215,11 +215,13 @@ WHERE r.status = 'running'
                   WHERE a.pid = r.backend_pid AND a.backend_start = r.backend_start);
 
 -- name: final_tick_missing
--- The final tick succeeded: the minute checks above are judged at its time.
-SELECT 'coin_deduction' AS job, %(final)s::timestamptz AS scheduled_for
-WHERE NOT EXISTS (SELECT 1 FROM job_runs
-                  WHERE job = 'coin_deduction' AND scheduled_for = %(final)s
-                    AND status = 'succeeded');
+-- The final tick of every billing job (coin_deduction, or each shard's) succeeded: the
+-- minute checks above are judged at its time.
+SELECT b.job, %(final)s::timestamptz AS scheduled_for
+FROM unnest(%(billing_jobs)s::text[]) AS b (job)
+WHERE NOT EXISTS (SELECT 1 FROM job_runs r
+                  WHERE r.job = b.job AND r.scheduled_for = %(final)s
+                    AND r.status = 'succeeded');
 
 -- The run, described --------------------------------------------------------------------
 
@@ -257,8 +259,11 @@ ORDER BY runs DESC
 LIMIT 12;
 
 -- name: summary_ticks
--- Of the storm's logical minutes, how many got a successful billing tick of their own.
+-- Of the storm's logical minutes, how many got a successful billing tick of their own (of
+-- every shard).
 SELECT count(*) AS minutes_ticked
-FROM job_runs
-WHERE job = 'coin_deduction' AND status = 'succeeded'
-  AND scheduled_for >= %(start)s AND scheduled_for < %(final)s;
+FROM (SELECT scheduled_for FROM job_runs
+      WHERE job = ANY(%(billing_jobs)s::text[]) AND status = 'succeeded'
+        AND scheduled_for >= %(start)s AND scheduled_for < %(final)s
+      GROUP BY scheduled_for
+      HAVING count(*) = cardinality(%(billing_jobs)s::text[])) ticked;

@@ -34,9 +34,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def environment(*, database_url: str, redis_url: str) -> dict[str, str]:
+def environment(*, database_url: str, redis_url: str, shards: int = 1) -> dict[str, str]:
     """os.environ plus what the run's processes need; overrides whatever the caller had
-    (a test session's DATABASE_URL, a developer's SENTRY_DSN)."""
+    (a test session's DATABASE_URL, a developer's SENTRY_DSN). Billing runs in `shards`
+    shards (BILLING_SHARDS)."""
     env = {key: value for key, value in os.environ.items() if key not in ("LOG_DIR",)}
     python_path = [str(ROOT), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
     env.update({
@@ -50,6 +51,7 @@ def environment(*, database_url: str, redis_url: str) -> dict[str, str]:
         "DRAMATIQ_MAINTENANCE_CHANCE": str(DRAMATIQ_MAINTENANCE_CHANCE),
         "HEARTBEAT_TIMEOUT_SECONDS": str(HEARTBEAT_TIMEOUT_SECONDS),
         "CATCH_UP_ON_BOOT": "true",
+        "BILLING_SHARDS": str(shards),
         "PYTHONUNBUFFERED": "1",
         "PYTHONPATH": os.pathsep.join(python_path),
     })

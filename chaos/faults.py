@@ -46,6 +46,7 @@ import dramatiq
 import psycopg
 import redis
 
+from chaos import checks
 from chaos.clock import wall_minute
 from chaos.env import SKIP_DELAY
 from chaos.servers import HarnessError
@@ -283,8 +284,8 @@ class Injector(threading.Thread):
 
     def stale_message(self) -> str:
         clock = self.harness.clock
-        job = JOBS[self.rng.choice(["coin_deduction"] * 3 + ["call_cleanup",
-                                                             "presence_cleanup"])]
+        job = JOBS[self.rng.choice(checks.billing_job_names() * 3
+                                   + ["call_cleanup", "presence_cleanup"])]
         actor = dramatiq.get_broker().get_actor(job.name)
         variant = self.rng.choice(["old_slot", "old_slot_enqueued", "older_than_skip_delay"])
         if variant == "older_than_skip_delay":

@@ -47,7 +47,7 @@ IDLE_TIMEOUT = 60
 #: (a day's calls are settled once its badges are assigned); then every recurring job's
 #: last run, each marking its own abandoned runs on the way.
 CATCH_UP = "catch_up"
-FINAL_ROUND = ("coin_deduction", "call_cleanup", "presence_cleanup")
+FINAL_ROUND = (*checks.billing_job_names(), "call_cleanup", "presence_cleanup")
 FINAL_ATTEMPTS = 10
 SCHEDULERS = ("A", "B")
 POLL = 0.2  # seconds
@@ -272,6 +272,7 @@ class Harness:
             "seed": self.options.seed,
             "duration_s": self.options.duration,
             "workers": self.options.workers,
+            "billing_shards": len(checks.billing_job_names()),
             "minute_seconds": self.options.minute_seconds,
             "simulated_minutes": self.clock.minutes,
             "logical_start": self.clock.start.astimezone(self.timezone).isoformat(),

@@ -43,6 +43,24 @@ def test_a_short_storm_injects_every_fault_and_leaves_the_ledger_whole():
     assert summary["settle"]["final_round"]["coin_deduction"] == "succeeded", report
 
 
+@pytest.mark.acceptance
+def test_a_storm_over_two_billing_shards_leaves_the_ledger_whole():
+    """BILLING_SHARDS=2 in every process: each shard its own job, lock and message, under
+    the same faults (a SIGKILLed worker's shard is billed by another at its next minute)."""
+    done = subprocess.run([sys.executable, "-m", "chaos", "--duration", "30", "--workers", "3",
+                           "--seed", "3", "--shards", "2"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    report = f"exit {done.returncode}\n{done.stderr[-6000:]}\n{done.stdout[-4000:]}"
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert (done.returncode, summary["violation_count"], summary["billing_shards"]) == \
+        (0, 0, 2), report
+    assert all(summary["faults"][kind] >= 1 for kind in KINDS), report
+    assert {job: summary["settle"]["final_round"][job]
+            for job in ("coin_deduction_0", "coin_deduction_1")} == \
+        {"coin_deduction_0": "succeeded", "coin_deduction_1": "succeeded"}, report
+    assert "coin_deduction" not in summary["runs"], report
+
+
 # The judge ----------------------------------------------------------------------------
 
 T0 = datetime(2026, 11, 22, 10, 0, 0, 500000, tzinfo=IST)
