@@ -29,13 +29,18 @@ HEARTBEAT = timedelta(seconds=180)
 SHORT_RUN = ["--duration", "45", "--workers", "3", "--seed", "7"]
 
 
-@pytest.mark.acceptance
-def test_a_short_storm_injects_every_fault_and_leaves_the_ledger_whole():
-    done = subprocess.run([sys.executable, "-m", "chaos", *SHORT_RUN], cwd=ROOT,
+def storm(*argv: str) -> tuple[int, dict, str]:
+    """Run `python -m chaos argv`: its exit code, JSON summary, and a report for failures."""
+    done = subprocess.run([sys.executable, "-m", "chaos", *argv], cwd=ROOT,
                           capture_output=True, text=True, timeout=600)
     report = f"exit {done.returncode}\n{done.stderr[-6000:]}\n{done.stdout[-4000:]}"
-    summary = json.loads(done.stdout.strip().splitlines()[-1])
-    assert (done.returncode, summary["violation_count"], summary["violations"]) == \
+    return done.returncode, json.loads(done.stdout.strip().splitlines()[-1]), report
+
+
+@pytest.mark.acceptance
+def test_a_short_storm_injects_every_fault_and_leaves_the_ledger_whole():
+    code, summary, report = storm(*SHORT_RUN)
+    assert (code, summary["violation_count"], summary["violations"]) == \
         (0, 0, []), report
     assert all(summary["faults"][kind] >= 1 for kind in KINDS), report
     assert summary["simulated_minutes"] == 45
@@ -47,12 +52,9 @@ def test_a_short_storm_injects_every_fault_and_leaves_the_ledger_whole():
 def test_a_storm_over_two_billing_shards_leaves_the_ledger_whole():
     """BILLING_SHARDS=2 in every process: each shard its own job, lock and message, under
     the same faults (a SIGKILLed worker's shard is billed by another at its next minute)."""
-    done = subprocess.run([sys.executable, "-m", "chaos", "--duration", "30", "--workers", "3",
-                           "--seed", "3", "--shards", "2"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
-    report = f"exit {done.returncode}\n{done.stderr[-6000:]}\n{done.stdout[-4000:]}"
-    summary = json.loads(done.stdout.strip().splitlines()[-1])
-    assert (done.returncode, summary["violation_count"], summary["billing_shards"]) == \
+    code, summary, report = storm("--duration", "30", "--workers", "3", "--seed", "3",
+                                  "--shards", "2")
+    assert (code, summary["violation_count"], summary["billing_shards"]) == \
         (0, 0, 2), report
     assert all(summary["faults"][kind] >= 1 for kind in KINDS), report
     assert {job: summary["settle"]["final_round"][job]
