@@ -1,10 +1,14 @@
 """Alerting through Sentry: initialised before the broker exists (its Dramatiq integration
 patches the broker class), and with nothing personal in what it sends."""
 
+import logging
+
 import sentry_sdk
 from sentry_sdk.integrations.dramatiq import DramatiqIntegration
 
 from workers.settings import Settings
+
+log = logging.getLogger(__name__)
 
 #: What of a Dramatiq message may reach Sentry: never its arguments (user ids, amounts).
 MESSAGE_FIELDS_KEPT = ("queue_name", "actor_name", "message_id", "message_timestamp")
@@ -46,3 +50,10 @@ def strip_message_arguments(event: dict, hint: dict) -> dict:
             crumb["message"] = "(dramatiq log line withheld: it may carry message arguments)"
             crumb.pop("data", None)
     return event
+
+
+def warn(message: str) -> None:
+    """A warning someone must act on, though nothing failed: to the log, and to Sentry
+    when it reports (Sentry makes events of ERROR log lines only)."""
+    log.warning(message)
+    sentry_sdk.capture_message(message, level="warning")

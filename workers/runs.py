@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import socket
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -29,10 +30,16 @@ import psycopg
 from psycopg.types.json import Jsonb
 from redis import Redis
 
+from workers import alerts
 from workers.db import queries
 from workers.schedule import LOCK_NAMESPACE, Job
 
 log = logging.getLogger(__name__)
+
+#: A run whose work took more than this share of its job's time limit is reported (a
+#: warning, to the log and to Sentry): it succeeded, but growth (more calls, say) would
+#: soon make it fail at the limit, every minute.
+NEAR_LIMIT = 0.5
 
 
 class Status(StrEnum):
@@ -143,6 +150,7 @@ def run_job(conn: psycopg.Connection, job: Job, work: Work, scheduled_for: datet
     params = {**options.params.get(job.name, {}), **(controls.get("overrides") or {})}
     context = RunContext(job=job, scheduled_for=slot, timezone=options.timezone,
                          attempt=attempt, params=params, redis=options.redis)
+    started = time.monotonic()
     try:
         with conn.transaction():
             locked = conn.execute(sql["begin_work"], {
@@ -164,6 +172,7 @@ def run_job(conn: psycopg.Connection, job: Job, work: Work, scheduled_for: datet
         _record_failure(conn, run_id, message)
         return outcome(Status.FAILED, error=message, exception=error)
 
+    _warn_if_near_limit(job, slot, time.monotonic() - started)
     for callback in context._after_commit:
         try:
             callback()
@@ -171,6 +180,14 @@ def run_job(conn: psycopg.Connection, job: Job, work: Work, scheduled_for: datet
             log.exception("%s %s: after-commit step failed; a later run repairs it",
                           job.name, slot.isoformat())
     return outcome(Status.SUCCEEDED, result=result)
+
+
+def _warn_if_near_limit(job: Job, slot: datetime, seconds: float) -> None:
+    limit = job.time_limit.total_seconds()
+    if seconds > NEAR_LIMIT * limit:
+        hint = " Split billing further: raise BILLING_SHARDS." if job.shard is not None else ""
+        alerts.warn(f"{job.name} {slot.isoformat()} took {seconds:.1f} s, {seconds / limit:.0%}"
+                    f" of its {limit:g} s time limit.{hint}")
 
 
 def _duplicate(conn: psycopg.Connection, job: Job, slot: datetime) -> RunOutcome:

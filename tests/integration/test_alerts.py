@@ -27,6 +27,26 @@ worker.stop()
 sentry_sdk.flush(10)
 """
 
+#: The worker process: one run of a job that takes most of its (shortened) time limit.
+SLOW_RUN = """
+import os
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+import psycopg, sentry_sdk, workers
+from psycopg.rows import dict_row
+from workers.runs import RunOptions, run_job
+from workers.schedule import JOBS
+
+job = replace(JOBS["coin_deduction"], time_limit=timedelta(milliseconds=400))
+options = RunOptions(timezone=ZoneInfo("UTC"), lock_timeout_ms=1000,
+                     abandon_grace=timedelta(seconds=60))
+with psycopg.connect(os.environ["DATABASE_URL"], autocommit=True, row_factory=dict_row) as conn:
+    work = lambda conn, run: conn.execute("SELECT pg_sleep(0.25)") and {}
+    print(run_job(conn, job, work, datetime.now(UTC), options).status)
+sentry_sdk.flush(10)
+"""
+
 
 class Ingest(BaseHTTPRequestHandler):
     envelopes: list[bytes] = []
@@ -99,6 +119,17 @@ def test_a_failing_actor_is_reported_without_its_arguments_or_locals(db, sentry,
     for value in event["exception"]["values"]:
         for frame in value.get("stacktrace", {}).get("frames", []):
             assert "vars" not in frame, "local variables must not leave"
+
+
+def test_a_run_near_its_time_limit_is_reported_as_a_warning(db, sentry):
+    done = subprocess.run([sys.executable, "-c", SLOW_RUN], capture_output=True, text=True,
+                          timeout=90, env=db.env(SENTRY_DSN=sentry))
+    assert (done.returncode, done.stdout.strip()) == (0, "succeeded"), done.stderr[-3000:]
+
+    [event] = events(Ingest.envelopes)
+    assert event["level"] == "warning"
+    assert event["message"].endswith(
+        "of its 0.4 s time limit. Split billing further: raise BILLING_SHARDS.")
 
 
 def test_no_dsn_means_no_reporting(monkeypatch):

@@ -1,5 +1,7 @@
 """The run contract on a real PostgreSQL: dedupe, lock, record, pause, abandonment."""
 
+import logging
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -234,3 +236,31 @@ def test_the_work_sees_its_logical_time_in_the_business_timezone(conn):
     outcome = run_job(conn, JOB, lambda conn, run: {"local": run.local_time.isoformat()},
                       SLOT, OPTIONS)
     assert outcome.result == {"local": "2026-11-22T16:00:00+05:30"}
+
+
+def sleeping(seconds: float):
+    """A work function that takes `seconds` in the database."""
+    def work(conn, run):
+        conn.execute("SELECT pg_sleep(%s)", [seconds])
+        return {}
+    return work
+
+
+def test_a_run_past_half_its_time_limit_is_reported_with_what_to_do(conn, caplog):
+    billing = replace(JOB, time_limit=timedelta(milliseconds=400))
+    with caplog.at_level(logging.WARNING, logger="workers.alerts"):
+        assert run_job(conn, billing, sleeping(0.25), SLOT, OPTIONS).status == Status.SUCCEEDED
+        assert run_job(conn, billing, sleeping(0), SLOT + timedelta(minutes=1),
+                       OPTIONS).status == Status.SUCCEEDED
+
+    [warning] = caplog.messages  # the quick run is not reported
+    assert warning.startswith(f"coin_deduction {SLOT.isoformat()} took 0.")
+    assert "of its 0.4 s time limit. Split billing further: raise BILLING_SHARDS." in warning
+
+
+def test_only_billing_is_told_to_shard(conn, caplog):
+    other = replace(JOBS["presence_cleanup"], time_limit=timedelta(milliseconds=400))
+    with caplog.at_level(logging.WARNING, logger="workers.alerts"):
+        run_job(conn, other, sleeping(0.25), SLOT, OPTIONS)
+    [warning] = caplog.messages
+    assert warning.endswith("of its 0.4 s time limit.")
