@@ -66,7 +66,6 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError:
         print(f"chaos: --start-at wants HH:MM, not {args.start_at!r}", file=sys.stderr)
         return EXIT_HARNESS
-    directory = Path(tempfile.mkdtemp(prefix="saathii-chaos-"))
     postgres_port, redis_port = free_port(), free_port()
     env = environment(database_url=f"postgresql://postgres@127.0.0.1:{postgres_port}/saathii",
                       redis_url=f"redis://127.0.0.1:{redis_port}/0", shards=args.shards)
@@ -82,8 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     if unknown := set(kinds) - set(KINDS):
         print(f"chaos: unknown fault kinds {sorted(unknown)}; known: {', '.join(KINDS)}",
               file=sys.stderr)
-        shutil.rmtree(directory, ignore_errors=True)
         return EXIT_HARNESS
+
+    # After the imports above, which exit on a bad setting (BILLING_SHARDS out of range).
+    directory = Path(tempfile.mkdtemp(prefix="saathii-chaos-"))
 
     servers = Servers(directory / "servers", postgres_port=postgres_port, redis_port=redis_port)
     assert (servers.database_url, servers.redis_url) == (env["DATABASE_URL"], env["REDIS_URL"])
