@@ -109,6 +109,16 @@ def spent_minutes(conn, call_id: int) -> list[int]:
         " ORDER BY call_minute", [call_id])]
 
 
+def check_billed(conn, calls: list[tuple[int, int, int]], due: int) -> None:
+    """Each (call, caller, minutes its coins pay for) has paid minutes 1..min(due, those),
+    one spend each; it is still ongoing if it could pay every due minute, dropped if not;
+    its caller keeps the coins of the minutes not yet due."""
+    for call_id, caller, affordable in calls:
+        assert spent_minutes(conn, call_id) == list(range(1, min(due, affordable) + 1))
+        assert call(conn, call_id)["status"] == ("ongoing" if affordable >= due else "dropped")
+        assert balance(conn, caller) == 10 * max(0, affordable - due)
+
+
 def check_ledger(conn, timezone: str = "Asia/Kolkata", *, settled: bool = True) -> None:
     """The ledger's invariants, from the database alone. With `settled`, also that every
     ended call has been settled (true after a tick, not between the API's end and it)."""
