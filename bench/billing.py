@@ -40,8 +40,6 @@ says why), or a check failed.
 import argparse
 import os
 import platform
-import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -57,7 +55,7 @@ import redis
 for _variable in ("SENTRY_DSN", "LOG_DIR"):
     os.environ.pop(_variable, None)
 
-from bench import report  # noqa: E402
+from bench import report, runner  # noqa: E402
 from bench.baseline import per_call_loop  # noqa: E402
 from bench.tick import TickFailed, run_ticks  # noqa: E402
 from bench.world import POSTGRES_SETTINGS, Servers, connect, populate  # noqa: E402
@@ -330,10 +328,6 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     if args.sample < 1:
@@ -347,25 +341,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_HARNESS
     directory = Path(tempfile.mkdtemp(prefix="saathii-bench-"))
     bench = Bench(args, directory)
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, _interrupt)
-    error, measured = None, None
-    try:
-        measured = bench.measure()
-    except KeyboardInterrupt:
-        error = "interrupted"
-    except (HarnessError, TickFailed) as failure:
-        error = str(failure)
-    except (OSError, RuntimeError, psycopg.Error, redis.RedisError) as failure:
-        error = f"{type(failure).__name__}: {failure}"
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # let the cleanup finish
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        bench.stop()
-        if args.keep:
-            bench.progress(f"kept {directory}")
-        else:
-            shutil.rmtree(directory, ignore_errors=True)
+    measured, error = runner.measure(bench, directory, keep=args.keep,
+                                     harness_errors=(HarnessError, TickFailed))
     if measured is not None:
         results = results_of(args, bench, measured)
         results["targets"] = report.verdicts(results)

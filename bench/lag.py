@@ -49,13 +49,10 @@ import json
 import math
 import os
 import re
-import shutil
-import signal
 import sys
 import tempfile
 import threading
 import time
-import traceback
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -68,6 +65,7 @@ import psycopg
 for _variable in ("SENTRY_DSN", "LOG_DIR"):
     os.environ.pop(_variable, None)
 
+from bench import runner  # noqa: E402
 from bench.world import TIMEZONE, Servers, connect, populate  # noqa: E402
 from chaos.processes import BIN, Child  # noqa: E402
 from workers.db import queries  # noqa: E402
@@ -431,10 +429,6 @@ def report(args: argparse.Namespace, measured: dict) -> dict:
     }
 
 
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     if (min(args.calls, args.minutes, args.processes, args.threads) < 1
@@ -449,28 +443,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_HARNESS
     directory = Path(tempfile.mkdtemp(prefix="saathii-lag-"))
     bench = Bench(args, directory)
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, _interrupt)
-    error, measured = None, None
-    try:
-        measured = bench.measure()
-    except KeyboardInterrupt:
-        error = "interrupted"
-    except HarnessError as failure:
-        error = str(failure)
-    except (OSError, RuntimeError, psycopg.Error) as failure:
-        error = f"{type(failure).__name__}: {failure}"
-    except Exception as failure:  # a defect of the harness: its traceback too
-        traceback.print_exc()
-        error = f"{type(failure).__name__}: {failure}"
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # let the cleanup finish
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        bench.stop()
-        if args.keep:
-            bench.progress(f"kept {directory}")
-        else:
-            shutil.rmtree(directory, ignore_errors=True)
+    measured, error = runner.measure(bench, directory, keep=args.keep,
+                                     harness_errors=(HarnessError,))
     if measured is not None:
         written = report(args, measured)
         args.out.write_text(json.dumps(written, indent=2, default=str) + "\n")
