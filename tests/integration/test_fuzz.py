@@ -465,6 +465,7 @@ def test_a_limit_beyond_the_maximum_is_a_usage_error(conn, capsys, limit):
     pytest.param({"scheduled_for": "9999-12-31T23:59:59-14:00"}, {}, id="past 9999 in UTC"),
     pytest.param({"scheduled_for": "0001-01-01T00:00:00+05:30"}, {}, id="before 0001 in UTC"),
     pytest.param({}, {"scheduled_at": "9999-12-31T23:59:59-14:00"}, id="scheduled_at past 9999"),
+    pytest.param({"scheduled_for": "2026-11-22T10:00:00 Z"}, {}, id="space before the offset"),
 ])
 def test_found_invalid_messages_are_dead_lettered_at_once_and_write_nothing(conn, worker,
                                                                             kwargs, options):

@@ -64,9 +64,17 @@ class JobMessage(BaseModel):
         return None if self.scheduled_for is None else parse_instant(self.scheduled_for)
 
 
+#: Characters of YYYY-MM-DD: where a date-time separator may be a space.
+DATE_LENGTH = 10
+
+
 def parse_instant(text: str) -> datetime:
-    """An ISO 8601 time with an offset, whose slot exists; ValueError otherwise."""
+    """An ISO 8601 time with an offset, whose slot exists; ValueError otherwise. Python
+    3.11's fromisoformat also takes whitespace before the offset ("10:00:00 Z"): no
+    whitespace is allowed but the date-time separator."""
     try:
+        if any(char.isspace() for at, char in enumerate(text) if at != DATE_LENGTH):
+            raise ValueError
         instant = datetime.fromisoformat(text)
     except ValueError:
         raise ValueError(f"not an ISO 8601 time: {text!r}") from None
