@@ -68,7 +68,7 @@ for _variable in ("SENTRY_DSN", "LOG_DIR"):
 from bench import runner  # noqa: E402
 from bench.world import TIMEZONE, Servers, connect, populate  # noqa: E402
 from chaos.processes import BIN, Child  # noqa: E402
-from workers.db import queries  # noqa: E402
+from workers.engine.db import queries  # noqa: E402
 from workers.settings import Settings  # noqa: E402
 
 EXIT_OK, EXIT_HARNESS = 0, 2

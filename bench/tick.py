@@ -4,9 +4,10 @@
 The coin_deduction tick as the workers run it, in a process of its own: the `workers`
 package imported from the environment a worker has (set here, before that import), one
 connection as the worker's pool gives it (autocommit, dict rows), and
-`workers.runs.run_job` with the real job of `workers.schedule.billing_jobs(K)` (shard I)
-and the real work function, `workers.billing.coin_deduction`, under the real RunOptions
-(the workers' Redis client included: the tick publishes each charged call after commit).
+`workers.engine.runs.run_job` with the real job of `workers.schedule.table(K)` (shard I)
+and its real work function, `workers.jobs.coin_deduction.coin_deduction`, under the
+RunOptions of a process booted as a worker is (workers.engine.boot: the workers' Redis
+client included, so the tick publishes each charged call after commit).
 
 The process connects, prints `ready` and waits for a line on stdin, so that the K shards
 of a tick start together; then it runs R ticks at successive minutes from --slot and
@@ -29,7 +30,6 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -125,19 +125,16 @@ def worker_environment(database_url: str, redis_url: str) -> None:
 
 
 def measure(args: argparse.Namespace) -> dict:
-    # Imported here: `workers` reads its settings once, when first imported.
-    from workers import runtime
-    from workers.billing import coin_deduction
-    from workers.db import connect
-    from workers.schedule import billing_jobs
+    # Imported here: `workers` reads the broker's settings when first imported.
+    import workers
+    from workers.engine.boot import boot
+    from workers.engine.db import connect
+    from workers.jobs.coin_deduction import coin_deduction
+    from workers.schedule import table
 
-    jobs = billing_jobs(args.shards)
+    jobs = [job for job in table(args.shards).values() if job.shard_locks is not None]
     job = jobs[args.shard]
-    current = runtime.current()
-    heartbeat = current.settings.heartbeat_timeout_seconds
-    options = replace(current.run_options,
-                      params={each.name: {"heartbeat_timeout_seconds": heartbeat}
-                              for each in jobs})
+    options = boot("worker", broker=workers.broker).run_options()
     with connect(args.database_url, autocommit=True) as conn:
         conn.execute("SELECT 1")
         print(READY, flush=True)
@@ -154,7 +151,7 @@ def measure(args: argparse.Namespace) -> dict:
 def timed_run(conn, job, work, slot: datetime, options) -> dict:
     """One run of `job` through the run contract, timed: its first after-commit step is
     ours, and marks the commit."""
-    from workers.runs import run_job
+    from workers.engine.runs import run_job
 
     marks: dict[str, float] = {}
 
@@ -163,7 +160,7 @@ def timed_run(conn, job, work, slot: datetime, options) -> dict:
         return work(conn, run)
 
     started = time.monotonic()
-    outcome = run_job(conn, job, work_marking_commit, slot, options)
+    outcome = run_job(conn, job, slot, options, work=work_marking_commit)
     finished = time.monotonic()
     committed = marks.get("committed", finished)
     return {**outcome.as_json(), "started": started, "committed": committed,

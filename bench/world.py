@@ -10,8 +10,8 @@ from pathlib import Path
 import psycopg
 from psycopg.rows import dict_row
 
-from workers.db import apply_schema
-from workers.embedded import EmbeddedPostgres, EmbeddedRedis
+from devtools.embedded import EmbeddedPostgres, EmbeddedRedis
+from workers.engine.db import apply_schema
 
 #: Server settings of the bench cluster: sized like a production server for a million
 #: calls (the defaults' 128 MB of shared buffers and 1 GB of WAL between checkpoints

@@ -49,7 +49,7 @@ def judge(url: str, *, start: datetime, final: datetime, heartbeat: timedelta,
 
 def billing_job_names() -> list[str]:
     """coin_deduction, or coin_deduction_0..K-1 with BILLING_SHARDS=K."""
-    return [job.name for job in JOBS.values() if job.shard is not None]
+    return [job.name for job in JOBS.values() if job.shard_locks is not None]
 
 
 def listed(violations: list[dict]) -> list[dict]:

@@ -10,7 +10,7 @@ clock reads m, and the clock only moves forward.
 
 A scheduler (`python -m chaos.clock --name A <clock>`) stands in for periodiq, whose own
 clock is the wall clock: for each logical minute m it sends every job of the job table
-due at m (workers.cron.instants in APP_TIMEZONE) with `scheduled_at` = m, as periodiq
+due at m (workers.engine.cron.instants in APP_TIMEZONE) with `scheduled_at` = m, as periodiq
 does. Two of them run, so every slot arrives twice. An error sending (Redis restarting)
 is retried until the next minute is due, then that minute is given up: the missed-run
 policy and the next tick are what recover it, as in production. When the clock reaches
@@ -95,7 +95,7 @@ def wall_minute() -> datetime:
 
 def due_jobs(clock: LogicalClock, timezone) -> dict[datetime, list[str]]:
     """For each logical minute of the storm, the jobs of the job table due then."""
-    from workers import cron
+    from workers.engine import cron
     from workers.schedule import JOBS
 
     due: dict[datetime, list[str]] = {minute: [] for minute in clock.minute_slots()}
@@ -108,8 +108,9 @@ def due_jobs(clock: LogicalClock, timezone) -> dict[datetime, list[str]]:
 def schedule(clock: LogicalClock, name: str) -> dict:
     """Send every slot of the storm as it comes due; what was sent, by job."""
     import workers
+    from workers.settings import load_settings
 
-    broker, timezone = workers.broker, workers.settings.timezone
+    broker, timezone = workers.broker, load_settings().timezone
     sent, lost = Counter(), Counter()
     for minute, jobs in due_jobs(clock, timezone).items():
         clock.sleep_until(minute)

@@ -50,8 +50,9 @@ from chaos import checks
 from chaos.clock import wall_minute
 from chaos.env import SKIP_DELAY
 from chaos.servers import HarnessError
-from workers import cron
-from workers.schedule import JOBS, LOCK_NAMESPACE
+from workers.engine import cron
+from workers.engine.jobs import LOCK_NAMESPACE
+from workers.schedule import JOBS
 
 log = logging.getLogger("chaos.faults")
 

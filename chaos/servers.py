@@ -20,7 +20,7 @@ from pathlib import Path
 import psycopg
 import redis
 
-from workers.embedded import EmbeddedPostgres, EmbeddedRedis
+from devtools.embedded import EmbeddedPostgres, EmbeddedRedis
 
 #: Longest wait for a server to go away or for Redis to finish writing its AOF (seconds).
 SERVER_TIMEOUT = 30

@@ -15,7 +15,7 @@ logical minute until the clock reaches its end, as the API would:
   coins_spent = rate, one 'spend' row naming the call and call_minute 1, the wallet
   debited, both parties marked busy (a quarter of the calls with a busy_until, so some
   expire and call_cleanup ends them);
-- hangs up calls when their planned length is up, with workers.billing.end_call at the
+- hangs up calls when their planned length is up, with workers.app.end_call at the
   logical now, which charges the minutes started before the hang-up and settles the call.
   The logical now is read after the call's row is locked, so it is never earlier than a
   tick that already charged the call;
@@ -233,9 +233,9 @@ class Traffic:
         return call
 
     def hang_up(self, call_id: int) -> None:
-        """The API's hang-up: workers.billing.end_call at the logical now, read once the
+        """The API's hang-up: workers.app.end_call at the logical now, read once the
         call is locked (a tick that charged it has committed by then)."""
-        from workers.billing import end_call
+        from workers.app import end_call
 
         with self.conn.transaction():
             row = self.conn.execute("SELECT status FROM user_calls WHERE call_id = %s"
@@ -255,12 +255,13 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    import workers
+    from workers.settings import load_settings
 
+    settings = load_settings()
     traffic = Traffic(LogicalClock.from_args(args), random.Random(args.seed),
-                      workers.settings.database_url,
-                      heartbeat=timedelta(seconds=workers.settings.heartbeat_timeout_seconds),
-                      timezone=workers.settings.timezone)
+                      settings.database_url,
+                      heartbeat=timedelta(seconds=settings.heartbeat_timeout_seconds),
+                      timezone=settings.timezone)
     print(json.dumps(traffic.run()), flush=True)
     return 0
 

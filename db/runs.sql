@@ -1,4 +1,4 @@
--- The run contract's queries (workers.runs). Each query is named by its `-- name:` line.
+-- The run contract's queries (workers.engine.runs). Each query is named by its `-- name:` line.
 
 -- name: mark_abandoned
 -- A running attempt is abandoned when its database backend is gone (the worker died
@@ -80,21 +80,6 @@ SET status = %(status)s,
     updated_at = clock_timestamp()
 WHERE run_id = %(run_id)s;
 
--- name: missed
--- A candidate slot of a job (its latest, or each in its catch-up window) was missed when no attempt of it succeeded or is running: no row at
--- all (the scheduler was down, the message was lost, or dropped as stale), or a last
--- attempt that was skipped, abandoned, or failed with attempts to spare. Paused jobs wait.
-SELECT c.job, c.scheduled_for
-FROM unnest(%(jobs)s::text[], %(slots)s::timestamptz[], %(max_attempts)s::int[])
-     AS c (job, scheduled_for, max_attempts)
-LEFT JOIN job_runs r ON r.job = c.job AND r.scheduled_for = c.scheduled_for
-LEFT JOIN job_settings s ON s.job = c.job
-WHERE NOT coalesce(s.paused, false)
-  AND (r.run_id IS NULL
-       OR r.status IN ('skipped', 'abandoned')
-       OR (r.status = 'failed' AND r.attempt < c.max_attempts))
-ORDER BY c.job, c.scheduled_for;
-
 -- name: latest_runs
 -- The last attempt of each job, for `status`.
 SELECT DISTINCT ON (job) job, scheduled_for, status, attempt, started_at, finished_at,
@@ -120,3 +105,14 @@ VALUES (%(job)s, %(paused)s, CASE WHEN %(paused)s THEN now() END)
 ON CONFLICT (job) DO UPDATE
 SET paused = excluded.paused, paused_at = excluded.paused_at, updated_at = now()
 RETURNING (SELECT paused FROM job_settings WHERE job = %(job)s) AS was_paused;
+
+-- name: ensure_job_settings
+INSERT INTO job_settings (job) VALUES (%(job)s) ON CONFLICT (job) DO NOTHING;
+
+-- name: lock_overrides
+-- A job's overrides, its row locked until the transaction ends: two operators changing
+-- them at once each see the other's change, never overwrite it unseen.
+SELECT overrides FROM job_settings WHERE job = %(job)s FOR UPDATE;
+
+-- name: write_overrides
+UPDATE job_settings SET overrides = %(overrides)s, updated_at = now() WHERE job = %(job)s;

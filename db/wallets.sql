@@ -1,4 +1,4 @@
--- Wallet operations of the programmatic API (workers.wallets).
+-- Wallet operations of the programmatic API (workers.app.wallets).
 
 -- name: balance
 SELECT balance_coins FROM user_wallets WHERE user_id = %(user_id)s;

@@ -1,9 +1,13 @@
-"""The test session's real PostgreSQL and Redis.
+"""The test session's real PostgreSQL and Redis, and the workers' runtime in this process.
 
-Both start before collection (the `workers` package reads its settings when first
-imported), in a temporary directory, on 127.0.0.1 and on a Unix socket. The schema is
-applied once to a template database; every test that asks for `db` gets a fresh clone
-of it (CREATE DATABASE ... TEMPLATE, a few milliseconds) and a flushed Redis.
+Both servers start before collection (the `workers` package reads the broker's settings
+when first imported, and subprocesses read the environment set here), in a temporary
+directory, on 127.0.0.1 and on a Unix socket. The schema is applied once to a template
+database; every test that asks for `db` gets a fresh clone of it (CREATE DATABASE ...
+TEMPLATE, a few milliseconds) and a flushed Redis, and this process's runtime (what an
+in-process Dramatiq worker's actors use) points at it. The session is a host process: it
+configures that runtime itself, with the run log as its hooks' subscriber, and boots
+nothing (no Sentry, no logging set-up).
 
 TEST_DATABASE_URL / TEST_REDIS_URL name outside servers instead (the database named must
 allow CREATE DATABASE); the embedded ones are only the default.
@@ -15,6 +19,7 @@ import shutil
 import socket
 import tempfile
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -43,8 +48,9 @@ def pytest_configure(config):
     for variable in ("SENTRY_DSN", "LOG_DIR", "PERIODIQ_SKIP_DELAY"):
         os.environ.pop(variable, None)
 
-    from workers.db import apply_schema
-    from workers.embedded import EmbeddedPostgres, EmbeddedRedis
+    from devtools.embedded import EmbeddedPostgres, EmbeddedRedis
+    from workers.engine.db import apply_schema
+    from workers.settings import Settings
 
     if not os.environ.get("TEST_DATABASE_URL"):
         port = psycopg.conninfo.conninfo_to_dict(admin_url)["port"]
@@ -60,6 +66,20 @@ def pytest_configure(config):
         conn.execute(f"CREATE DATABASE {TEMPLATE}")
     with psycopg.connect(template_url, autocommit=True, row_factory=dict_row) as conn:
         apply_schema(conn)
+    configure_runtime(Settings(_env_file=None))
+
+
+def configure_runtime(settings):
+    """This process's runtime under `settings`: the run log subscribed, runs sent through
+    the package's broker."""
+    import workers
+    from workers.engine import runtime
+    from workers.engine.broker import send_run
+    from workers.engine.hooks import Hooks
+    from workers.observability.logs import RunLog
+
+    return runtime.configure(settings, hooks=Hooks(RunLog()),
+                             send=partial(send_run, workers.broker))
 
 
 def _free_port() -> int:
@@ -103,7 +123,7 @@ def db():
     """A fresh database with the schema, made the workers' runtime database; Redis flushed."""
     import redis
 
-    from workers import runtime
+    from workers.engine import runtime
 
     name = f"test_{os.getpid()}_{next(_numbers)}"
     with psycopg.connect(SESSION["admin_url"], autocommit=True) as conn:
@@ -115,9 +135,9 @@ def db():
     database = TestDatabase(url=_with_dbname(SESSION["admin_url"], name),
                             redis_url=SESSION["redis_url"])
     settings = runtime.current().settings
-    runtime.configure(settings.model_copy(update={"database_url": database.url}))
+    configure_runtime(settings.model_copy(update={"database_url": database.url}))
     yield database
-    runtime.configure(settings)
+    configure_runtime(settings)
     with psycopg.connect(SESSION["admin_url"], autocommit=True) as conn:
         conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
 

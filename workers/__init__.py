@@ -1,23 +1,19 @@
 """saathii-workers: Saathii's background-work engine.
 
-Importing this package is the entry point of every process: it reads the settings, sets
-up logging, Sentry and the Redis broker, and declares the actors. That is what lets
-`dramatiq workers` and `periodiq workers` run with environment variables only.
+Importing this package creates the Dramatiq broker and declares one actor per job of the
+table (workers.schedule): that is what `dramatiq workers` and `periodiq workers` import,
+with nothing but environment variables. It does nothing else: it reads only the broker's
+settings (REDIS_URL, BILLING_SHARDS, ...: workers.settings.BrokerSettings), and configures
+no logging, no Sentry, no connection. A process of ours sets those up when it boots
+(workers.engine.boot); a host process that imports us keeps its own.
 """
 
-import pendulum
+from workers import schedule
+from workers.actors import declare_actors
+from workers.engine.broker import create_broker
+from workers.settings import BrokerSettings, load_settings
 
-from workers import runtime, schedule
-from workers.logs import configure_logging
-from workers.redis_broker import create_broker
-from workers.settings import load_settings
-
-settings = load_settings()
-configure_logging(settings)
-schedule.use_billing_shards(settings.billing_shards)
-# periodiq reads cron specs on pendulum's local clock: make that APP_TIMEZONE.
-pendulum.set_local_timezone(pendulum.timezone(settings.app_timezone))
-runtime.configure(settings)
-broker = create_broker(settings)
-
-from workers.actors import badges, billing, calls, maintenance, presence  # noqa: E402, F401
+_settings = load_settings(BrokerSettings)
+schedule.use_billing_shards(_settings.billing_shards)
+broker = create_broker(_settings)
+declare_actors(schedule.JOBS.values(), broker)

@@ -10,21 +10,19 @@ import sys
 from datetime import UTC, date, datetime, time
 from zoneinfo import ZoneInfo
 
-import redis
-
-from workers import cron
-from workers.db import apply_schema, connect, queries, schema_version
-from workers.errors import RedisUnavailable, SchemaMissing, Unavailable, UsageError
-from workers.runs import Status, run_job, slot_of
-from workers.runtime import redis_client, run_options
+import workers
+from workers.engine import controls, cron, redis_client, runtime
+from workers.engine.boot import boot
+from workers.engine.broker import send_run
+from workers.engine.db import apply_schema, connect, queries, schema_version
+from workers.engine.runs import Status, run_job, slot_of
+from workers.errors import SchemaMissing, Unavailable, UsageError
 from workers.schedule import JOBS
 from workers.settings import Settings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
 #: The most rows `history` shows.
 MAX_HISTORY = 10_000
-#: How long to wait for Redis before calling it unreachable (seconds).
-REDIS_TIMEOUT = 5
 
 
 def parse_as_of(text: str, timezone: ZoneInfo) -> datetime:
@@ -70,15 +68,36 @@ def make_parser() -> argparse.ArgumentParser:
         command = commands.add_parser(name, help=text)
         command.add_argument("job", choices=list(JOBS), metavar="JOB",
                              help=f"one of: {', '.join(JOBS)}")
+
+    params = commands.add_parser("params", help="a job's parameters; set or unset overrides")
+    params.add_argument("job", choices=list(JOBS), metavar="JOB",
+                        help=f"one of: {', '.join(JOBS)}")
+    params.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        type=parse_assignment,
+                        help="override a parameter (VALUE is JSON: 90, null, \"text\"; "
+                             "other text is a string); validated before it is written")
+    params.add_argument("--unset", action="append", default=[], metavar="NAME",
+                        help="remove an override: the setting or default applies again")
+    params.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 
 
+def parse_assignment(text: str) -> tuple[str, object]:
+    name, equals, value = text.partition("=")
+    if not equals or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, not {text!r}")
+    try:
+        return name, json.loads(value)
+    except ValueError:
+        return name, value
+
+
 def main(argv: list[str] | None = None, settings: Settings | None = None) -> int:
+    """The command line; `settings` given: run in a process that has set itself up (a
+    test), without booting it."""
     args = make_parser().parse_args(argv)
     if settings is None:
-        import workers  # the entry point: settings, broker and actors
-
-        settings = workers.settings
+        settings = boot("cli", broker=workers.broker).settings
     try:
         return COMMANDS[args.command](args, settings)
     except UsageError as error:
@@ -97,47 +116,25 @@ def db_command(args, settings: Settings) -> int:
 
 
 def run_task(args, settings: Settings) -> int:
-    from workers.actors import WORK
-
     as_of = (datetime.now(UTC) if args.as_of is None
              else parse_as_of(args.as_of, settings.timezone))
     if args.enqueue:
         return enqueue(args.job, as_of, settings)
     with connect(settings.database_url, autocommit=True) as conn:
         schema_version(conn)
-        with redis_client(settings) as client:
-            outcome = run_job(conn, JOBS[args.job], WORK[args.job], as_of,
-                              run_options(settings, client), trigger="cli")
+        outcome = run_job(conn, JOBS[args.job], as_of, runtime.current().run_options(),
+                          trigger="cli")
     print(json.dumps(outcome.as_json()))
     return EXIT_FAILED if outcome.status is Status.FAILED else EXIT_OK
 
 
 def enqueue(name: str, as_of: datetime, settings: Settings) -> int:
-    import dramatiq
-
-    check_redis(settings)
-    message = dramatiq.get_broker().get_actor(name).send_with_options(
-        kwargs={"scheduled_for": as_of.isoformat()})
+    redis_client.ping(settings.redis_url)
+    message = send_run(workers.broker, name, as_of)
     print(json.dumps({"job": name, "scheduled_for": slot_of(as_of).isoformat(),
                       "status": "enqueued",
                       "message_id": message.message_id}))
     return EXIT_OK
-
-
-def check_redis(settings: Settings) -> None:
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=REDIS_TIMEOUT,
-                                  socket_connect_timeout=REDIS_TIMEOUT)
-    try:
-        client.ping()
-    except (redis.ConnectionError, redis.TimeoutError, OSError) as error:
-        raise RedisUnavailable(f"redis unreachable at {describe_redis(settings.redis_url)}: "
-                               f"{error}") from error
-    finally:
-        client.close()
-
-
-def describe_redis(url: str) -> str:
-    return url.split("@")[-1]  # never print a password
 
 
 def status(args, settings: Settings) -> int:
@@ -146,7 +143,7 @@ def status(args, settings: Settings) -> int:
         schema_version(conn)
         last = {row["job"]: row for row in conn.execute(sql["latest_runs"])}
         paused = {row["job"] for row in conn.execute(sql["paused_jobs"])}
-    check_redis(settings)
+    redis_client.ping(settings.redis_url)
     now = datetime.now(UTC)
     rows = []
     for job in JOBS.values():
@@ -193,11 +190,34 @@ def set_paused(args, settings: Settings) -> int:
     paused = args.command == "pause"
     with connect(settings.database_url, autocommit=True) as conn:
         schema_version(conn)
-        was = conn.execute(queries("runs.sql")["set_paused"],
-                           {"job": args.job, "paused": paused}).fetchone()["was_paused"]
+        was = controls.set_paused(conn, JOBS[args.job], paused)
     state = "paused" if paused else "resumed"
-    already = " (already)" if bool(was) == paused else ""
+    already = " (already)" if was == paused else ""
     print(f"{args.job} {state}{already}")
+    return EXIT_OK
+
+
+def params(args, settings: Settings) -> int:
+    """Each parameter of the job: its value, the setting or default it has without an
+    override, and the override. With --set / --unset, the overrides are changed first,
+    once the job's model accepts the result."""
+    job, defaults = JOBS[args.job], settings.model_dump()
+    with connect(settings.database_url, autocommit=True) as conn:
+        schema_version(conn)
+        if args.set or args.unset:
+            overrides = controls.change_overrides(conn, job, defaults, values=dict(args.set),
+                                                  removed=args.unset)
+        else:
+            overrides = controls.overrides(conn, job)
+    base = job.parameters(defaults).model_dump(mode="json")
+    now = job.parameters(defaults, overrides).model_dump(mode="json")
+    rows = [{"parameter": name, "value": now[name], "without_override": base[name],
+             "override": overrides.get(name), "overridden": name in overrides}
+            for name in now]
+    if args.json:
+        print(json.dumps(rows))
+    else:
+        print_table(rows, ["parameter", "value", "without_override", "overridden"])
     return EXIT_OK
 
 
@@ -226,4 +246,4 @@ def print_table(rows: list[dict], columns: list[str]) -> None:
 
 
 COMMANDS = {"db": db_command, "run-task": run_task, "status": status, "history": history,
-            "pause": set_paused, "resume": set_paused}
+            "pause": set_paused, "resume": set_paused, "params": params}

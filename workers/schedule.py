@@ -1,115 +1,43 @@
-"""The job table: one declaration per scheduled job.
+"""The job table: one row per job. Nothing else lists the jobs.
 
-Everything else reads from here: the Dramatiq actors and their periodiq
-schedule, the run contract (lock, time limit, missed-run policy), the CLI's
-status and run-task commands. Nothing else lists the jobs again.
+The broker's actors and periodiq's schedule, the run contract (lock, time limit, missed-run
+policy, parameters), the catch-up and the CLI read it. A row names its work function and
+its parameters' model ("module:attribute", see workers.engine.jobs.Job); the job's code is
+one module of workers/jobs (or the engine's, for the catch-up) and its SQL one file of db/,
+both named as the job.
 
-Cron specs are read in APP_TIMEZONE, by workers.cron (not periodiq's own parser, whose
-DST and Sunday defects workers.periodic works around); a bad spec fails at import.
+Cron specs are read in APP_TIMEZONE, by workers.engine.cron (not periodiq's own parser,
+whose DST and Sunday defects workers.engine.periodic works around); a bad spec fails here.
 """
 
-from dataclasses import dataclass
 from datetime import timedelta
-from enum import StrEnum
 
-from workers import cron
+from workers.engine.jobs import Job, MissedRuns, shards
 
-#: First key of every job's advisory lock: pg_try_advisory_xact_lock(LOCK_NAMESPACE, job.lock_id).
-#: A constant of our own, so our locks never collide with another application's.
-LOCK_NAMESPACE = 0x5AA7  # "SAAThii", 23207
-
-
-class MissedRuns(StrEnum):
-    """What to do about slots that passed without a successful run."""
-
-    #: Nothing: the next regular run covers them (billing charges every owed minute anyway).
-    SKIP = "skip"
-    #: Run the latest missed slot once, however many were missed (coalesced).
-    LATEST = "latest"
-    #: Run every missed slot within the job's catch-up window, each once: for badges, a
-    #: day without its badges would leave its calls unsettled.
-    ALL = "all"
-
-
-@dataclass(frozen=True)
-class Shard:
-    """Shard `index` of `count`: the users whose id mod count is index (see db/billing.sql)."""
-
-    index: int
-    count: int
-
-    def __post_init__(self):
-        if not 0 <= self.index < self.count:
-            raise ValueError(f"shard {self.index} of {self.count} does not exist")
-
-
-#: The one shard of an unsharded billing: every call.
-EVERY_CALL = Shard(0, 1)
-#: Lock ids of billing shards: BILLING_SHARD_LOCKS + shard index (unsharded: lock 1).
+#: Lock ids of the billing shards (BILLING_SHARDS > 1): this + the shard's index.
 BILLING_SHARD_LOCKS = 1000
 
 
-@dataclass(frozen=True, kw_only=True)
-class Job:
-    name: str
-    cron: str
-    description: str
-    #: Second key of the job's advisory lock; unique per job, never reused.
-    lock_id: int
-    queue: str = "default"
-    time_limit: timedelta = timedelta(minutes=5)
-    #: Dramatiq retries of a failed run (the same slot, attempt + 1).
-    max_retries: int = 0
-    missed: MissedRuns = MissedRuns.SKIP
-    #: How far back MissedRuns.ALL looks for missed slots.
-    catch_up_window: timedelta = timedelta(days=7)
-    #: The part of the calls a billing job bills; None for jobs that are not billing.
-    shard: Shard | None = None
-
-    def __post_init__(self):
-        cron.parse(self.cron)  # refuse a bad spec where it is declared
-        if self.time_limit <= timedelta(0):
-            raise ValueError(f"{self.name}: time_limit must be positive")
-        if self.max_retries < 0:
-            raise ValueError(f"{self.name}: max_retries must be >= 0")
-
-
-def billing_jobs(shards: int) -> list[Job]:
-    """The coin_deduction job, or with `shards` > 1 one job per shard: each its own slot
-    and advisory lock, so that many workers bill at once and any worker takes over a
-    shard whose worker died at its next minute. Replicas configured with different shard
-    counts never charge a minute twice (the ledger's unique keys and the calls' row locks
-    hold across them); they only wait on each other."""
-    if shards < 1:
-        raise ValueError("billing needs at least one shard")
-    if shards == 1:
-        names = {EVERY_CALL: ("coin_deduction", 1)}
-    else:
-        names = {Shard(i, shards): (f"coin_deduction_{i}", BILLING_SHARD_LOCKS + i)
-                 for i in range(shards)}
-    return [
-        Job(
-            name=name,
+def table(billing_shards: int = 1) -> dict[str, Job]:
+    """Every job by name; coin_deduction split into `billing_shards` jobs when > 1."""
+    rows = (
+        *shards(Job(
+            name="coin_deduction",
+            work="workers.jobs.coin_deduction:coin_deduction",
+            params="workers.jobs.coin_deduction:Params",
             cron="* * * * *",
-            description=("Charges every owed minute of every ongoing call; ends calls out of"
-                         " coins." if shards == 1 else
-                         f"Bills shard {shard.index} of {shards}: charges the owed minutes of"
-                         " its callers' calls, ends calls out of coins, pays its listeners."),
-            lock_id=lock_id,
+            description="Charges every owed minute of every ongoing call; ends calls out of"
+                        " coins or whose party went silent; settles ended calls.",
+            lock_id=1,
+            shard_locks=BILLING_SHARD_LOCKS,
             queue="billing",
             time_limit=timedelta(seconds=55),
-            shard=shard,
-        )
-        for shard, (name, lock_id) in names.items()
-    ]
-
-
-JOBS: dict[str, Job] = {
-    job.name: job
-    for job in (
-        *billing_jobs(1),
+            near_limit_hint="Split billing further: raise BILLING_SHARDS.",
+        ), billing_shards),
         Job(
             name="presence_cleanup",
+            work="workers.jobs.presence_cleanup:presence_cleanup",
+            params="workers.jobs.presence_cleanup:Params",
             cron="*/5 * * * *",
             description="Marks silent users offline and clears expired busy states.",
             lock_id=2,
@@ -117,6 +45,8 @@ JOBS: dict[str, Job] = {
         ),
         Job(
             name="call_cleanup",
+            work="workers.jobs.call_cleanup:call_cleanup",
+            params="workers.jobs.call_cleanup:Params",
             cron="*/10 * * * *",
             description="Ends and settles calls whose parties went silent or whose time ran out.",
             lock_id=3,
@@ -124,6 +54,7 @@ JOBS: dict[str, Job] = {
         ),
         Job(
             name="badge_assignment",
+            work="workers.jobs.badge_assignment:badge_assignment",
             cron="1 0 * * *",
             description="Awards each active listener the day's badge from yesterday's minutes.",
             lock_id=4,
@@ -133,6 +64,8 @@ JOBS: dict[str, Job] = {
         ),
         Job(
             name="log_rotation",
+            work="workers.jobs.log_rotation:log_rotation",
+            params="workers.jobs.log_rotation:Params",
             cron="0 1 * * *",
             description="Compresses and expires old log files; prunes old run records.",
             lock_id=5,
@@ -143,21 +76,26 @@ JOBS: dict[str, Job] = {
         ),
         Job(
             name="catch_up",
+            work="workers.engine.catch_up:catch_up",
             cron="* * * * *",
             description="Runs the latest missed slot of each job whose policy asks for it.",
             lock_id=6,
             time_limit=timedelta(seconds=30),
         ),
     )
-}
+    return {job.name: job for job in rows}
 
 
-def use_billing_shards(shards: int) -> None:
-    """Replace the billing jobs of JOBS with `shards` of them (BILLING_SHARDS), at the
-    entry point, before the actors are declared."""
-    others = [job for job in JOBS.values() if job.shard is None]
+#: The jobs of this process. BILLING_SHARDS replaces it at the package's import
+#: (`use_billing_shards`), before the actors are declared.
+JOBS: dict[str, Job] = table()
+
+
+def use_billing_shards(count: int) -> None:
+    """Make JOBS the table with billing split into `count` shards."""
+    new = table(count)
     JOBS.clear()
-    JOBS.update({job.name: job for job in (*billing_jobs(shards), *others)})
+    JOBS.update(new)
 
 
 def get_job(name: str) -> Job:

@@ -1,12 +1,18 @@
-"""Settings, read once from the environment (and an optional .env) at the entry point.
+"""Settings, read from the environment (and an optional .env) where a process starts.
 
-A bad value stops the process with one line naming the variable and why (exit 2):
-see `load_settings`.
+Two models. BrokerSettings is what importing the package needs to create the Dramatiq
+broker and declare the actors, and nothing more. Settings (all of them) is read when one of
+our processes boots (workers.engine.boot), and passed down from there. A bad value stops
+the process with one line naming the variable and why (exit 2): see `load_settings`.
+
+A job parameter defaults to the setting of its name (workers.engine.jobs.JobParams): a
+setting here is how a job's parameter is set for a whole deployment.
 """
 
 import os
 import sys
 from pathlib import Path
+from typing import TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import redis.connection
@@ -14,7 +20,7 @@ import sentry_sdk.utils
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from workers.schedule import billing_jobs
+from workers.errors import BadSetting
 
 DEFAULT_DATABASE_URL = "postgresql://localhost:5432/saathii"
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
@@ -49,47 +55,17 @@ MAX_BILLING_SHARDS = 64
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
-class Settings(BaseSettings):
+class BrokerSettings(BaseSettings):
+    """What the Dramatiq broker and the actors' declaration need: read at import."""
+
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
 
-    database_url: str = DEFAULT_DATABASE_URL
     redis_url: str = DEFAULT_REDIS_URL
-    app_timezone: str = DEFAULT_TIMEZONE
-    sentry_dsn: str | None = None
-    sentry_environment: str = "production"
-    log_level: str = "INFO"
-    log_dir: Path | None = None
     periodiq_skip_delay: int = Field(DEFAULT_SKIP_DELAY, ge=1, description="seconds")
-    db_lock_timeout_ms: int = Field(DEFAULT_LOCK_TIMEOUT_MS, ge=1)
-    abandon_grace_seconds: int = Field(DEFAULT_ABANDON_GRACE, ge=0)
-    catch_up_on_boot: bool = True
     dramatiq_heartbeat_timeout_ms: int = Field(DEFAULT_DRAMATIQ_HEARTBEAT_TIMEOUT_MS, ge=1000)
     dramatiq_maintenance_chance: int = Field(DEFAULT_DRAMATIQ_MAINTENANCE_CHANCE, ge=1,
                                              le=1_000_000)
-    heartbeat_timeout_seconds: int = Field(DEFAULT_HEARTBEAT_TIMEOUT, ge=10)
     billing_shards: int = Field(1, ge=1, le=MAX_BILLING_SHARDS)
-    presence_inactive_minutes: int = Field(DEFAULT_PRESENCE_INACTIVE_MINUTES, ge=1)
-    log_retention_days: int = Field(DEFAULT_LOG_RETENTION_DAYS, ge=1)
-    job_runs_retention_days: int = Field(DEFAULT_JOB_RUNS_RETENTION_DAYS, ge=1)
-
-    def job_params(self) -> dict[str, dict[str, object]]:
-        """Each job's parameters (job_settings.overrides may replace them per job)."""
-        billing = {"heartbeat_timeout_seconds": self.heartbeat_timeout_seconds}
-        return {
-            **{job.name: billing for job in billing_jobs(self.billing_shards)},
-            "call_cleanup": {"heartbeat_timeout_seconds": self.heartbeat_timeout_seconds},
-            "presence_cleanup": {"inactive_minutes": self.presence_inactive_minutes},
-            "log_rotation": {"log_dir": str(self.log_dir) if self.log_dir else None,
-                             "log_retention_days": self.log_retention_days,
-                             "job_runs_retention_days": self.job_runs_retention_days},
-        }
-
-    @field_validator("database_url")
-    @classmethod
-    def _postgres_url(cls, value: str) -> str:
-        if not value.startswith(("postgresql://", "postgres://")):
-            raise ValueError("must be a postgresql:// URL")
-        return value
 
     @field_validator("redis_url")
     @classmethod
@@ -100,6 +76,31 @@ class Settings(BaseSettings):
             redis.connection.parse_url(value)
         except ValueError as error:
             raise ValueError(f"not a usable Redis URL ({error})") from None
+        return value
+
+
+class Settings(BrokerSettings):
+    """Every setting: read when one of our processes boots."""
+
+    database_url: str = DEFAULT_DATABASE_URL
+    app_timezone: str = DEFAULT_TIMEZONE
+    sentry_dsn: str | None = None
+    sentry_environment: str = "production"
+    log_level: str = "INFO"
+    log_dir: Path | None = None
+    db_lock_timeout_ms: int = Field(DEFAULT_LOCK_TIMEOUT_MS, ge=1)
+    abandon_grace_seconds: int = Field(DEFAULT_ABANDON_GRACE, ge=0)
+    catch_up_on_boot: bool = True
+    heartbeat_timeout_seconds: int = Field(DEFAULT_HEARTBEAT_TIMEOUT, ge=10)
+    presence_inactive_minutes: int = Field(DEFAULT_PRESENCE_INACTIVE_MINUTES, ge=1)
+    log_retention_days: int = Field(DEFAULT_LOG_RETENTION_DAYS, ge=1)
+    job_runs_retention_days: int = Field(DEFAULT_JOB_RUNS_RETENTION_DAYS, ge=1)
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_url(cls, value: str) -> str:
+        if not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must be a postgresql:// URL")
         return value
 
     @field_validator("app_timezone")
@@ -149,6 +150,9 @@ class Settings(BaseSettings):
         return ZoneInfo(self.app_timezone)
 
 
+S = TypeVar("S", bound=BrokerSettings)
+
+
 def describe(error: ValidationError) -> str:
     """One line naming the first bad variable and why."""
     first = error.errors()[0]
@@ -157,10 +161,19 @@ def describe(error: ValidationError) -> str:
     return f"invalid setting {name}: {reason}"
 
 
-def load_settings() -> Settings:
-    """The settings, or exit 2 with one line on stderr: never a traceback."""
+def read_settings(model: type[S] = Settings) -> S:
+    """The settings from the environment; BadSetting naming the first bad variable."""
     try:
-        return Settings()
+        return model()
     except ValidationError as error:
-        print(f"saathii-workers: {describe(error)}", file=sys.stderr)
+        raise BadSetting(describe(error)) from None
+
+
+def load_settings(model: type[S] = Settings) -> S:
+    """The settings, or exit 2 with one line on stderr: never a traceback. For entry
+    points only (a process's boot, the package's import)."""
+    try:
+        return read_settings(model)
+    except BadSetting as error:
+        print(f"saathii-workers: {error}", file=sys.stderr)
         raise SystemExit(2) from None

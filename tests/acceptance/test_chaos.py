@@ -18,9 +18,8 @@ from ledger import add_user, give_badge, seen, start_call  # noqa: E402
 
 from chaos import checks  # noqa: E402
 from chaos.faults import KINDS  # noqa: E402
-from workers.actors import WORK  # noqa: E402
-from workers.billing import end_call  # noqa: E402
-from workers.runs import RunOptions, run_job  # noqa: E402
+from workers.app import end_call  # noqa: E402
+from workers.engine.runs import RunOptions, run_job  # noqa: E402
 from workers.schedule import JOBS  # noqa: E402
 
 IST = ZoneInfo("Asia/Kolkata")
@@ -68,11 +67,11 @@ def test_a_storm_over_two_billing_shards_leaves_the_ledger_whole():
 T0 = datetime(2026, 11, 22, 10, 0, 0, 500000, tzinfo=IST)
 FINAL = datetime(2026, 11, 22, 10, 10, tzinfo=IST)
 OPTIONS = RunOptions(timezone=IST, lock_timeout_ms=2000, abandon_grace=timedelta(seconds=60),
-                     params={"coin_deduction": {"heartbeat_timeout_seconds": 180}})
+                     settings={"heartbeat_timeout_seconds": 180})
 
 
 def tick(conn, at: datetime) -> None:
-    outcome = run_job(conn, JOBS["coin_deduction"], WORK["coin_deduction"], at, OPTIONS)
+    outcome = run_job(conn, JOBS["coin_deduction"], at, OPTIONS)
     assert outcome.status == "succeeded", outcome
 
 

@@ -16,8 +16,9 @@ import psycopg
 import pytest
 import redis
 
-from workers.db import SCHEMA_VERSION
-from workers.schedule import JOBS, LOCK_NAMESPACE
+from workers.engine.db import SCHEMA_VERSION
+from workers.engine.jobs import LOCK_NAMESPACE
+from workers.schedule import JOBS
 
 pytestmark = pytest.mark.acceptance
 
@@ -248,6 +249,76 @@ def test_resume_of_a_job_never_paused_says_already(cli):
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"{JOB} resumed (already)"
+
+
+# params ----------------------------------------------------------------------------------
+
+
+def overrides_of(db, job: str):
+    with db.connect() as conn:
+        row = conn.execute("SELECT overrides FROM job_settings WHERE job = %s",
+                           [job]).fetchone()
+    return None if row is None else row["overrides"]
+
+
+def test_params_lists_each_parameter_with_its_value_and_where_it_comes_from(cli):
+    result = cli("params", "coin_deduction", "--json", HEARTBEAT_TIMEOUT_SECONDS="100")
+
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == [{
+        "parameter": "heartbeat_timeout_seconds", "value": 100, "without_override": 100,
+        "override": None, "overridden": False}]
+
+
+def test_params_set_validates_then_writes_and_unset_removes(cli, db):
+    first = cli("params", "coin_deduction", "--set", "heartbeat_timeout_seconds=90", "--json")
+    assert first.returncode == 0, first.stderr
+    [row] = json.loads(first.stdout)
+    assert (row["value"], row["without_override"], row["overridden"]) == (90, 120, True)
+    assert overrides_of(db, "coin_deduction") == {"heartbeat_timeout_seconds": 90}
+
+    table = cli("params", "coin_deduction")
+    assert table.returncode == 0, table.stderr
+    assert table.stdout.split()[4:] == ["heartbeat_timeout_seconds", "90", "120", "True"]
+
+    unset = cli("params", "coin_deduction", "--unset", "heartbeat_timeout_seconds", "--json")
+    assert unset.returncode == 0, unset.stderr
+    assert json.loads(unset.stdout)[0]["value"] == 120
+    assert overrides_of(db, "coin_deduction") == {}
+
+
+def test_params_takes_text_that_is_not_json_as_a_string(cli, db, tmp_path):
+    result = cli("params", "log_rotation", "--set", f"log_dir={tmp_path}", "--json")
+    assert result.returncode == 0, result.stderr
+    assert overrides_of(db, "log_rotation") == {"log_dir": str(tmp_path)}
+
+
+@pytest.mark.parametrize(("job", "args", "reason"), [
+    ("coin_deduction", ("--set", "heartbeat_timeout_seconds=5"),
+     "coin_deduction: heartbeat_timeout_seconds: Input should be greater than or equal to 10"
+     " (got 5)"),
+    ("coin_deduction", ("--set", 'heartbeat_timeout_seconds="90"'),
+     "coin_deduction: heartbeat_timeout_seconds: Input should be a valid integer (got '90')"),
+    ("coin_deduction", ("--set", "heartbeat=90"), "coin_deduction: unknown parameter 'heartbeat'"),
+    ("coin_deduction", ("--unset", "heartbeat"), "coin_deduction: unknown parameter 'heartbeat'"),
+    ("badge_assignment", ("--set", "day=1"), "badge_assignment: unknown parameter 'day'"),
+], ids=["out of range", "a string", "unknown name", "unset unknown", "a job without any"])
+def test_params_set_refuses_what_the_job_refuses_and_writes_nothing(cli, db, job, args, reason):
+    assert cli("params", job, "--set", "heartbeat_timeout_seconds=90").returncode == (
+        0 if job == "coin_deduction" else 2)
+    before = overrides_of(db, job)
+
+    result = cli("params", job, *args)
+
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert one_error_line(result) == f"saathii-workers: {reason}"
+    assert overrides_of(db, job) == before
+
+
+def test_params_set_needs_a_name_and_a_value(offline_cli):
+    result = offline_cli("params", "coin_deduction", "--set", "heartbeat_timeout_seconds")
+    assert result.returncode == 2
+    assert "expected NAME=VALUE" in result.stderr
 
 
 # status / history ----------------------------------------------------------------------

@@ -17,10 +17,13 @@ import pytest
 import redis
 from psycopg.rows import dict_row
 
-from workers import catchup, cron
-from workers.db import apply_schema
-from workers.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
-from workers.schedule import JOBS, LOCK_NAMESPACE
+import workers
+from devtools.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from workers.engine import catch_up, cron
+from workers.engine.broker import send_run
+from workers.engine.db import apply_schema
+from workers.engine.jobs import LOCK_NAMESPACE
+from workers.schedule import JOBS
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "integration"))
 from ledger import add_user, check_ledger, spent_minutes, start_call  # noqa: E402
@@ -90,8 +93,7 @@ def test_a_sigkilled_workers_run_is_redelivered_and_charges_each_minute_once(db,
         with psycopg.connect(db.url) as blocker:  # holds the tick inside its work
             blocker.execute("LOCK TABLE user_transactions IN ACCESS EXCLUSIVE MODE")
             redis_client = redis.Redis.from_url(db.redis_url)
-            from workers.actors.billing import ACTORS
-            ACTORS["coin_deduction"].send_with_options(kwargs={"scheduled_for": now.isoformat()})
+            send_run(workers.broker, "coin_deduction", now)
             wait_for("the tick blocked in its work", lambda: blocked_on_lock(conn),
                      alive=[first])
             kill_hard(first)
@@ -136,7 +138,7 @@ def test_a_redis_restart_loses_queued_messages_or_not_and_the_slot_runs_once(
     server = own_redis(appendonly)
     env = db.env(REDIS_URL=server.url, CATCH_UP_ON_BOOT="true")
     now = datetime.now(UTC)
-    slot = cron.latest_at_or_before(JOBS["badge_assignment"].cron, IST, now - catchup.GRACE)
+    slot = cron.latest_at_or_before(JOBS["badge_assignment"].cron, IST, now - catch_up.GRACE)
     enqueue = subprocess.run(
         [sys.executable, "-m", "workers", "run-task", "badge_assignment", "--as-of",
          slot.isoformat(), "--enqueue"], env=env, capture_output=True, text=True, timeout=60)

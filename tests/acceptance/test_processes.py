@@ -1,5 +1,5 @@
 """The real executables, end to end: `dramatiq workers`, `periodiq workers` and the
-`make run` supervisor (python -m workers.local run), as subprocesses against the test
+`make run` supervisor (python -m devtools.local run), as subprocesses against the test
 session's PostgreSQL and Redis.
 
 Nothing here waits for a wall-clock minute: periodiq sends the current minute's jobs as
@@ -24,10 +24,12 @@ import psycopg
 import pytest
 import redis
 
-from workers import catchup, cron
-from workers.actors.billing import ACTORS
-from workers.runs import slot_of
-from workers.schedule import JOBS, LOCK_NAMESPACE
+import workers
+from workers.engine import catch_up, cron
+from workers.engine.broker import send_run
+from workers.engine.jobs import LOCK_NAMESPACE
+from workers.engine.runs import slot_of
+from workers.schedule import JOBS
 
 pytestmark = pytest.mark.acceptance
 
@@ -35,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 DRAMATIQ = [str(BIN / "dramatiq"), "workers", "--processes", "1", "--threads", "2"]
 PERIODIQ = [str(BIN / "periodiq"), "workers"]
-SUPERVISOR = [sys.executable, "-m", "workers.local", "run"]
+SUPERVISOR = [sys.executable, "-m", "devtools.local", "run"]
 TIMEZONE = ZoneInfo("Asia/Kolkata")  # APP_TIMEZONE of the test session (tests/conftest.py)
 
 #: Longest wait for anything to happen (seconds); a ceiling, not an expected duration.
@@ -46,8 +48,8 @@ STOP_WAIT = 30
 
 #: periodiq's log line for each message it sends: "Scheduling Actor(<name>) at <time>."
 SCHEDULING = re.compile(r"Scheduling Actor\((\w+)\) at (.+)\.$", re.M)
-#: The actor's log line for each message it handled: "<job> <slot>: {... 'status': ...}".
-OUTCOME = re.compile(r"\[workers\.actors\] \[INFO\] (\w+) (\S+): \{.*'status': '(\w+)'", re.M)
+#: The run log's line for each message handled: "<job> <slot>: {... 'status': ...}".
+OUTCOME = re.compile(r"\[workers\.runs\] \[INFO\] (\w+) (\S+): \{.*'status': '(\w+)'", re.M)
 
 RUNS = """SELECT job, scheduled_for, status, attempt, trigger FROM job_runs
           WHERE job = %(job)s ORDER BY scheduled_for"""
@@ -300,7 +302,7 @@ def test_worker_boot_catches_up_the_missed_daily_slot(db, services):
 
 def latest_slot(job: str, now: datetime) -> datetime:
     """The slot of `job` the catch-up at `now` considers."""
-    return cron.latest_at_or_before(JOBS[job].cron, TIMEZONE, now - catchup.GRACE)
+    return cron.latest_at_or_before(JOBS[job].cron, TIMEZONE, now - catch_up.GRACE)
 
 
 def test_make_run_supervisor_starts_and_stops_everything(db, services):
@@ -356,7 +358,7 @@ def test_sigterm_lets_a_worker_finish_and_exit_cleanly(db, services):
     slot = slot_of(datetime.now(UTC))
     with db.connect() as conn, table_locked(db, "user_calls") as release:
         worker = services.start("dramatiq", DRAMATIQ, DB_LOCK_TIMEOUT_MS="60000")
-        ACTORS["coin_deduction"].send_with_options(kwargs={"scheduled_for": slot.isoformat()})
+        send_run(workers.broker, "coin_deduction", slot)
         services.wait_for("coin_deduction blocked in its work",
                           lambda: blocked_on_lock(conn), alive=(worker,))
 
@@ -390,7 +392,7 @@ def test_make_run_ctrl_c_lets_the_run_in_progress_finish(db, services):
             alive=(supervisor,))
         slot = first["scheduled_for"] - timedelta(minutes=5)
         with table_locked(db, "user_calls") as release:
-            ACTORS["coin_deduction"].send_with_options(kwargs={"scheduled_for": slot.isoformat()})
+            send_run(workers.broker, "coin_deduction", slot)
             services.wait_for("coin_deduction blocked in its work",
                               lambda: blocked_on_lock(conn), alive=(supervisor,))
 

@@ -12,11 +12,11 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-import workers
-from workers.db import connect
-from workers.runs import run_job
-from workers.runtime import run_options
+from workers.engine.db import connect
+from workers.engine.runs import run_job
+from workers.engine.runtime import run_options
 from workers.schedule import JOBS
+from workers.settings import Settings
 
 
 def main(job: str, slot: str, release_file: str) -> None:
@@ -30,9 +30,10 @@ def main(job: str, slot: str, release_file: str) -> None:
             conn.execute("SELECT pg_sleep(0.02)")
         return {"held": True}
 
-    with connect(workers.settings.database_url, autocommit=True) as conn:
-        outcome = run_job(conn, JOBS[job], hold, datetime.fromisoformat(slot),
-                          run_options(workers.settings, None), trigger="replica")
+    settings = Settings()
+    with connect(settings.database_url, autocommit=True) as conn:
+        outcome = run_job(conn, JOBS[job], datetime.fromisoformat(slot), run_options(settings),
+                          trigger="replica", work=hold)
     print(json.dumps(outcome.as_json()), flush=True)
 
 

@@ -2,7 +2,6 @@
 messages (periodiq's, duplicates, retries, garbage) and what they make of it."""
 
 from datetime import UTC, datetime, timedelta
-from unittest.mock import patch
 
 import dramatiq
 import pytest
@@ -10,7 +9,8 @@ import redis
 
 import workers
 from workers.actors import job_actor
-from workers.schedule import JOBS, Job
+from workers.engine import runtime
+from workers.engine.jobs import Job
 
 #: How long a test waits for the worker to drain a queue (milliseconds).
 DRAIN_TIMEOUT_MS = 30_000
@@ -30,11 +30,10 @@ class Flaky:
         return {"calls": self.calls}
 
 
-FLAKY_JOB = Job(name="flaky_test_job", cron="* * * * *", description="a test job",
-                lock_id=900, queue="tests", max_retries=2)
 FLAKY = Flaky(failures=1)
-with patch.dict(JOBS, {FLAKY_JOB.name: FLAKY_JOB}):
-    flaky_actor = job_actor(FLAKY_JOB.name, FLAKY)
+FLAKY_JOB = Job(name="flaky_test_job", work=f"{__name__}:FLAKY", cron="* * * * *",
+                description="a test job", lock_id=900, queue="tests", max_retries=2)
+flaky_actor = job_actor(FLAKY_JOB, workers.broker)
 
 
 @pytest.fixture
@@ -54,7 +53,7 @@ def drain(queue: str) -> None:
 
 def periodiq_time(instant: datetime) -> str:
     """scheduled_at as periodiq writes it: str() of a pendulum time, local offset."""
-    return instant.astimezone(workers.settings.timezone).isoformat()
+    return instant.astimezone(runtime.current().settings.timezone).isoformat()
 
 
 def runs(conn, job: str):
@@ -63,7 +62,7 @@ def runs(conn, job: str):
 
 
 def dead_letters(queue: str) -> set[str]:
-    with redis.Redis.from_url(workers.settings.redis_url) as client:
+    with redis.Redis.from_url(runtime.current().settings.redis_url) as client:
         return {key.decode() for key in client.zrange(f"dramatiq:{queue}.XQ", 0, -1)}
 
 
@@ -112,7 +111,8 @@ def test_an_invalid_message_is_dead_lettered_and_writes_nothing(conn, worker, ar
 
 
 def test_a_stale_scheduled_message_is_dropped_and_left_to_the_catch_up(conn, worker):
-    stale = datetime.now(UTC) - timedelta(seconds=workers.settings.periodiq_skip_delay + 60)
+    stale = datetime.now(UTC) - timedelta(
+        seconds=runtime.current().settings.periodiq_skip_delay + 60)
     message = workers.broker.get_actor("presence_cleanup").send_with_options(
         scheduled_at=periodiq_time(stale))
     drain("default")

@@ -1,49 +1,53 @@
-"""Sentry alerting against a real local stand-in for Sentry's ingest endpoint: a failing
-actor is reported, and nothing personal (message arguments, local variables) leaves."""
+"""Sentry alerting against a real local stand-in for Sentry's ingest endpoint, from real
+`dramatiq workers` processes: each failed attempt of a run is one event, grouped by job;
+nothing personal (message arguments, local variables) leaves."""
 
 import gzip
 import json
 import subprocess
 import sys
 import threading
+import time
 import zlib
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from unittest.mock import patch
 
+import dramatiq
 import psycopg
 import pytest
 
-#: The worker process: runs one message of an actor that fails, then flushes Sentry.
-FAILING_RUN = """
-from datetime import UTC, datetime
-import dramatiq, sentry_sdk, workers
-worker = dramatiq.Worker(workers.broker, worker_timeout=50, worker_threads=1)
-worker.start()
-argument = datetime.now(UTC).isoformat()
-print(argument)
-workers.broker.get_actor("presence_cleanup").send_with_options(
-    kwargs={"scheduled_for": argument})
-workers.broker.join("default", timeout=30_000)
-worker.stop()
-sentry_sdk.flush(10)
-"""
-
-#: The worker process: one run of a job that takes most of its (shortened) time limit.
-SLOW_RUN = """
-import os
-from dataclasses import replace
-from datetime import UTC, datetime, timedelta
-from zoneinfo import ZoneInfo
-import psycopg, sentry_sdk, workers
-from psycopg.rows import dict_row
-from workers.runs import RunOptions, run_job
+import workers
 from workers.schedule import JOBS
 
+with patch.dict(JOBS):  # its row is for the worker process: this one's table stays as is
+    from raising_job import JOB as RAISING
+    from raising_job import SECRET
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+DRAMATIQ = [str(Path(sys.executable).parent / "dramatiq"), "workers"]
+ONE_THREAD = ["--processes", "1", "--threads", "1"]
+#: Longest wait for anything to happen (seconds); a ceiling, not an expected duration.
+DEADLINE = 60
+
+#: One run near its (shortened) time limit, as the CLI runs it: booted, so that its hooks
+#: have the Sentry subscriber.
+SLOW_RUN = """
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from workers.engine.boot import boot
+from workers.engine.db import connect
+from workers.engine.runs import run_job
+from workers.schedule import JOBS
+import sentry_sdk
+
+runtime = boot("cli")
 job = replace(JOBS["coin_deduction"], time_limit=timedelta(milliseconds=400))
-options = RunOptions(timezone=ZoneInfo("UTC"), lock_timeout_ms=1000,
-                     abandon_grace=timedelta(seconds=60))
-with psycopg.connect(os.environ["DATABASE_URL"], autocommit=True, row_factory=dict_row) as conn:
+with connect(runtime.settings.database_url, autocommit=True) as conn:
     work = lambda conn, run: conn.execute("SELECT pg_sleep(0.25)") and {}
-    print(run_job(conn, job, work, datetime.now(UTC), options).status)
+    print(run_job(conn, job, datetime.now(UTC), runtime.run_options(), work=work).status)
 sentry_sdk.flush(10)
 """
 
@@ -101,24 +105,100 @@ def events(envelopes: list[bytes]) -> list[dict]:
     return found
 
 
-def test_a_failing_actor_is_reported_without_its_arguments_or_locals(db, sentry,
-                                                                      schemaless_url):
-    done = subprocess.run([sys.executable, "-c", FAILING_RUN], capture_output=True, text=True,
-                          timeout=90, env=db.env(SENTRY_DSN=sentry, DATABASE_URL=schemaless_url))
-    assert done.returncode == 0, done.stderr[-3000:]
+def send(actor_name: str, queue: str, argument: str) -> None:
+    """A message for `actor_name`, as any producer would enqueue it."""
+    workers.broker.enqueue(dramatiq.Message(queue_name=queue, actor_name=actor_name, args=(),
+                                            kwargs={"scheduled_for": argument}, options={}))
+
+
+def wait_for(what: str, condition, worker: subprocess.Popen, log: Path):
+    deadline = time.monotonic() + DEADLINE
+    while not (value := condition()):
+        if worker.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"no {what}; worker exit {worker.poll()}\n{log.read_text()[-4000:]}")
+        time.sleep(0.2)
+    return value
+
+
+def stop(worker: subprocess.Popen) -> None:
+    """SIGTERM: the worker finishes, and Sentry's client flushes what it holds at exit."""
+    worker.terminate()
+    try:
+        worker.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        worker.wait()
+
+
+def attempts(url: str, job: str) -> int:
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT attempt, status FROM job_runs WHERE job = %s",
+                           [job]).fetchone()
+    return row[0] if row and row[1] == "failed" else 0
+
+
+def assert_nothing_personal(envelopes: list[bytes], argument: str) -> None:
+    sent = b"".join(envelopes).decode()
+    assert argument not in sent, "the message's arguments must not leave"
+    assert SECRET not in sent, "local variables must not leave"
+    for event in events(envelopes):
+        message = event.get("contexts", {}).get("dramatiq", {}).get("data", {})
+        assert "kwargs" not in message and "args" not in message
+        for value in event.get("exception", {}).get("values", []):
+            for frame in value.get("stacktrace", {}).get("frames", []):
+                assert "vars" not in frame, "local variables must not leave"
+
+
+def test_each_failed_attempt_is_one_event_and_a_jobs_failures_one_issue(db, sentry, tmp_path):
+    log = tmp_path / "dramatiq.log"
+    with open(log, "wb") as out:
+        worker = subprocess.Popen([*DRAMATIQ, "raising_job", *ONE_THREAD, "--path", str(HERE)],
+                                  cwd=ROOT,
+                                  env=db.env(SENTRY_DSN=sentry), stdout=out,
+                                  stderr=subprocess.STDOUT)
+    try:
+        argument = datetime.now(UTC).isoformat()  # never a whole minute: not its slot
+        send(RAISING.name, RAISING.queue, argument)
+        attempted = 1 + RAISING.max_retries
+        wait_for(f"{attempted} failed attempts",
+                 lambda: attempts(db.url, RAISING.name) == attempted, worker, log)
+        wait_for(f"{attempted} events", lambda: len(events(Ingest.envelopes)) >= attempted,
+                 worker, log)
+    finally:
+        stop(worker)
+
+    found = events(Ingest.envelopes)
+    assert len(found) == attempted, [event.get("message") or event["exception"]["values"][-1]
+                                     for event in found]
+    assert {tuple(event["fingerprint"]) for event in found} == {
+        ("saathii-workers", "run-failed", RAISING.name)}
+    assert sorted(event["exception"]["values"][-1]["value"] for event in found) == [
+        f"boom on attempt {n}" for n in range(1, attempted + 1)]
+    assert all(event["tags"]["job"] == RAISING.name and event["level"] == "error"
+               for event in found)
+    assert_nothing_personal(Ingest.envelopes, argument)
+
+
+def test_a_failure_outside_the_run_contract_is_reported_once(db, sentry, schemaless_url,
+                                                             tmp_path):
+    log = tmp_path / "dramatiq.log"
+    with open(log, "wb") as out:
+        worker = subprocess.Popen([*DRAMATIQ, *ONE_THREAD], cwd=ROOT, stdout=out,
+                                  stderr=subprocess.STDOUT,
+                                  env=db.env(SENTRY_DSN=sentry, DATABASE_URL=schemaless_url))
+    try:
+        argument = datetime.now(UTC).isoformat()
+        send("presence_cleanup", "default", argument)  # its claim fails: no job_runs table
+        wait_for("an event", lambda: events(Ingest.envelopes), worker, log)
+        wait_for("the message dead-lettered", lambda: "Retries exceeded" in log.read_text(),
+                 worker, log)
+    finally:
+        stop(worker)
 
     [event] = events(Ingest.envelopes)
-    [exception] = event["exception"]["values"][-1:]
-    assert exception["type"] == "UndefinedTable"
-    message = event["contexts"]["dramatiq"]["data"]
-    assert message["actor_name"] == "presence_cleanup"
-    assert "kwargs" not in message and "args" not in message
-    argument = done.stdout.strip().splitlines()[0]
-    assert argument not in b"".join(Ingest.envelopes).decode(), \
-        "the message's arguments must not leave"
-    for value in event["exception"]["values"]:
-        for frame in value.get("stacktrace", {}).get("frames", []):
-            assert "vars" not in frame, "local variables must not leave"
+    assert event["exception"]["values"][-1]["type"] == "UndefinedTable"
+    assert event["contexts"]["dramatiq"]["data"]["actor_name"] == "presence_cleanup"
+    assert_nothing_personal(Ingest.envelopes, argument)
 
 
 def test_a_run_near_its_time_limit_is_reported_as_a_warning(db, sentry):
@@ -128,12 +208,13 @@ def test_a_run_near_its_time_limit_is_reported_as_a_warning(db, sentry):
 
     [event] = events(Ingest.envelopes)
     assert event["level"] == "warning"
+    assert event["fingerprint"] == ["saathii-workers", "near-limit", "coin_deduction"]
     assert event["message"].endswith(
         "of its 0.4 s time limit. Split billing further: raise BILLING_SHARDS.")
 
 
 def test_no_dsn_means_no_reporting(monkeypatch):
-    from workers.alerts import init_sentry
+    from workers.observability.alerts import init_sentry
     from workers.settings import Settings
 
     monkeypatch.delenv("SENTRY_DSN", raising=False)
@@ -141,7 +222,7 @@ def test_no_dsn_means_no_reporting(monkeypatch):
 
 
 def test_message_arguments_are_stripped_from_any_event():
-    from workers.alerts import strip_message_arguments
+    from workers.observability.alerts import strip_message_arguments
 
     event = {"contexts": {"dramatiq": {"data": {
         "queue_name": "default", "actor_name": "x", "message_id": "m", "args": [42],

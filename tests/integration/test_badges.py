@@ -8,8 +8,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from workers.badges import assign_daily_badges, badge_assignment
-from workers.runs import RunOptions, Status, run_job
+from workers.engine.runs import RunOptions, Status, run_job
+from workers.jobs.badge_assignment import assign_daily_badges
 from workers.schedule import JOBS
 
 KOLKATA = ZoneInfo("Asia/Kolkata")
@@ -238,7 +238,7 @@ def test_a_past_day_is_backfilled_through_its_slot(conn, caller):
     listener = add_user(conn, "listener")
     add_call(conn, caller, listener, local(past - timedelta(days=1), 20), 540 * 60)
 
-    outcome = run_job(conn, JOB, badge_assignment, local(past, 0, 1), OPTIONS, trigger="cli")
+    outcome = run_job(conn, JOB, local(past, 0, 1), OPTIONS, trigger="cli")
 
     assert outcome.status is Status.SUCCEEDED
     assert outcome.result == {"date": "2026-11-20", "total_listeners": 1, "basic_assigned": 0,
@@ -246,12 +246,6 @@ def test_a_past_day_is_backfilled_through_its_slot(conn, caller):
                               "errors": 0}
     assert badges_on(conn, past) == {listener: "gold"}
     assert badges_on(conn, past + timedelta(days=1)) == {}
-
-
-def test_the_actor_runs_this_work():
-    from workers.actors import WORK
-
-    assert WORK[JOB.name] is badge_assignment
 
 
 def test_assigning_a_day_opens_it_for_settlement_even_without_listeners(conn):

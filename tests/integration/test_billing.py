@@ -22,10 +22,11 @@ from ledger import (
     start_call,
 )
 
-from workers import events
-from workers.actors import WORK
-from workers.billing import deduct_per_minute_coins, end_call
-from workers.runs import RunOptions, Status, run_job
+from workers.app import end_call, events
+from workers.engine.hooks import Hooks
+from workers.engine.runs import RunOptions, Status, run_job
+from workers.jobs.coin_deduction import deduct_per_minute_coins
+from workers.observability.logs import RunLog
 from workers.schedule import JOBS
 
 IST = ZoneInfo("Asia/Kolkata")
@@ -232,8 +233,8 @@ def run_options(db, redis_url=None):
     client = redis.Redis.from_url(redis_url or db.redis_url, socket_timeout=2,
                                   socket_connect_timeout=2)
     return RunOptions(timezone=IST, lock_timeout_ms=2000, abandon_grace=timedelta(seconds=60),
-                      params={"coin_deduction": {"heartbeat_timeout_seconds": 120}},
-                      redis=client)
+                      settings={"heartbeat_timeout_seconds": 120}, redis=client,
+                      hooks=Hooks(RunLog()))
 
 
 def test_the_job_keeps_the_redis_contract(db, conn, pair):
@@ -247,7 +248,7 @@ def test_the_job_keeps_the_redis_contract(db, conn, pair):
     subscriber.subscribe(events.CALL_CHANNEL)
     subscriber.get_message(timeout=5)  # the subscription confirmation
 
-    outcome = run_job(conn, JOBS["coin_deduction"], WORK["coin_deduction"], T0 + 2 * MINUTE,
+    outcome = run_job(conn, JOBS["coin_deduction"], T0 + 2 * MINUTE,
                       run_options(db))
 
     assert outcome.status is Status.SUCCEEDED
@@ -266,7 +267,7 @@ def test_the_job_keeps_the_redis_contract(db, conn, pair):
 def test_a_redis_failure_never_undoes_the_money(db, conn, pair):
     caller, listener = pair
     start_call(conn, caller, listener, T0)
-    outcome = run_job(conn, JOBS["coin_deduction"], WORK["coin_deduction"], T0 + 2 * MINUTE,
+    outcome = run_job(conn, JOBS["coin_deduction"], T0 + 2 * MINUTE,
                       run_options(db, "redis://127.0.0.1:1/0"))
     assert outcome.status is Status.SUCCEEDED
     assert balance(conn, caller) == 970

@@ -14,7 +14,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from ledger import RATES, add_user, buy, check_ledger, end_call_as_api, seen, start_call
 from psycopg.rows import dict_row
 
-from workers.billing import deduct_per_minute_coins
+from workers.jobs.coin_deduction import deduct_per_minute_coins
 
 IST = ZoneInfo("Asia/Kolkata")
 T0 = datetime(2026, 11, 22, 10, 0, tzinfo=IST)

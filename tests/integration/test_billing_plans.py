@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from bench.world import populate
-from workers.billing import deduct_per_minute_coins
+from workers.jobs.coin_deduction import deduct_per_minute_coins
 
 NOW = datetime(2026, 11, 22, 6, 30, tzinfo=UTC)
 CALLS = 2_000

@@ -13,10 +13,9 @@ from zoneinfo import ZoneInfo
 import pytest
 from ledger import add_user, call, check_billed, check_ledger, spent_minutes, start_call
 
-from workers.billing import coin_deduction
-from workers.runs import RunOptions, Status, run_job
-from workers.schedule import EVERY_CALL, JOBS, Shard, billing_jobs
-from workers.settings import Settings
+from workers.engine.jobs import EVERYTHING, Shard
+from workers.engine.runs import RunOptions, Status, run_job
+from workers.schedule import table
 
 TICKER = Path(__file__).with_name("ticker.py")
 IST = ZoneInfo("Asia/Kolkata")
@@ -25,8 +24,11 @@ MINUTE = timedelta(minutes=1)
 LAST_TICK = T0 + 12 * MINUTE
 PATIENCE = 120  # seconds a process may take
 OPTIONS = RunOptions(timezone=IST, lock_timeout_ms=5_000, abandon_grace=timedelta(minutes=1),
-                     params={job.name: {"heartbeat_timeout_seconds": 120}
-                             for job in billing_jobs(2)})
+                     settings={"heartbeat_timeout_seconds": 120})
+
+
+def billing_jobs(shards: int):
+    return [job for job in table(shards).values() if job.name.startswith("coin_deduction")]
 
 
 def world(conn, calls: int, seed: int) -> list[tuple[int, int, int]]:
@@ -80,7 +82,7 @@ def test_shards_and_an_unsharded_replica_at_once_charge_each_minute_once(db, con
 
 
 def run_shard(conn, job, at: datetime):
-    return run_job(conn, job, coin_deduction, at, OPTIONS)
+    return run_job(conn, job, at, OPTIONS)
 
 
 def test_a_shard_whose_worker_died_is_billed_in_full_at_its_next_run(conn):
@@ -116,22 +118,24 @@ def test_a_shard_whose_worker_died_is_billed_in_full_at_its_next_run(conn):
 
 def test_billing_jobs_one_per_shard_with_locks_of_their_own():
     assert [(j.name, j.lock_id, j.shard) for j in billing_jobs(1)] == [
-        ("coin_deduction", 1, EVERY_CALL)]
+        ("coin_deduction", 1, EVERYTHING)]
+    jobs = table(3)
     sharded = billing_jobs(3)
     assert [j.name for j in sharded] == ["coin_deduction_0", "coin_deduction_1",
                                          "coin_deduction_2"]
     assert [j.shard for j in sharded] == [Shard(0, 3), Shard(1, 3), Shard(2, 3)]
-    others = [job.lock_id for job in JOBS.values() if job.shard is None]
-    locks = [job.lock_id for job in sharded] + others
-    assert len(set(locks)) == len(locks)
+    assert len({job.lock_id for job in jobs.values()}) == len(jobs)
     with pytest.raises(ValueError):
-        billing_jobs(0)
+        table(0)
     with pytest.raises(ValueError):
         Shard(2, 2)
 
 
-def test_billing_shards_setting_gives_each_shard_job_its_parameters():
-    params = Settings(billing_shards=2).job_params()
-    assert params["coin_deduction_0"] == params["coin_deduction_1"] == {
-        "heartbeat_timeout_seconds": 120}
-    assert "coin_deduction" not in params
+def test_each_shard_job_has_billings_parameters_and_its_own_overrides(conn):
+    shard_0, shard_1 = billing_jobs(2)
+    assert shard_0.params == shard_1.params == table(1)["coin_deduction"].params
+    conn.execute("INSERT INTO job_settings (job, overrides) VALUES (%s, %s)",
+                 [shard_1.name, '{"heartbeat_timeout_seconds": 60}'])
+    seen = {job.name: run_job(conn, job, T0, OPTIONS, work=lambda conn, run: {
+        "timeout": run.params.heartbeat_timeout_seconds}).result for job in (shard_0, shard_1)}
+    assert seen == {shard_0.name: {"timeout": 120}, shard_1.name: {"timeout": 60}}

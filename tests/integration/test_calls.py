@@ -7,10 +7,9 @@ from zoneinfo import ZoneInfo
 import redis
 from ledger import add_user, call, check_ledger, seen, spent_minutes, start_call
 
-from workers import events
-from workers.actors import WORK
-from workers.billing import deduct_per_minute_coins
-from workers.runs import RunOptions, Status, run_job
+from workers.app import events
+from workers.engine.runs import RunOptions, Status, run_job
+from workers.jobs.coin_deduction import deduct_per_minute_coins
 from workers.schedule import JOBS
 
 IST = ZoneInfo("Asia/Kolkata")
@@ -22,9 +21,8 @@ LATER = T0 + timedelta(days=1)
 def cleanup(db, conn, at):
     client = redis.Redis.from_url(db.redis_url)
     options = RunOptions(timezone=IST, lock_timeout_ms=2000, abandon_grace=timedelta(minutes=1),
-                         params={"call_cleanup": {"heartbeat_timeout_seconds": 120}},
-                         redis=client)
-    outcome = run_job(conn, JOBS["call_cleanup"], WORK["call_cleanup"], at, options)
+                         settings={"heartbeat_timeout_seconds": 120}, redis=client)
+    outcome = run_job(conn, JOBS["call_cleanup"], at, options)
     assert outcome.status is Status.SUCCEEDED, outcome.error
     return outcome.result
 

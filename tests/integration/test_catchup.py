@@ -1,13 +1,13 @@
 """The missed-run policy on a real PostgreSQL, with explicit logical times."""
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from functools import partial
 from zoneinfo import ZoneInfo
 
-from workers.actors import WORK
-from workers.catchup import catch_up, missed_slots
-from workers.runs import RunOptions, Status, run_job
-from workers.schedule import JOBS, MissedRuns
+from workers.engine.catch_up import missed_slots
+from workers.engine.jobs import MissedRuns
+from workers.engine.runs import RunOptions, Status, run_job
+from workers.schedule import JOBS
 
 IST = ZoneInfo("Asia/Kolkata")
 OPTIONS = RunOptions(timezone=IST, lock_timeout_ms=2000, abandon_grace=timedelta(seconds=60))
@@ -104,10 +104,10 @@ def test_a_slot_is_not_missed_before_its_own_message_had_time(conn):
 
 def test_the_catch_up_run_asks_for_each_missed_slot_once(conn):
     sent = []
-    work = partial(catch_up, send=lambda name, slot: sent.append((name, slot)))
+    options = replace(OPTIONS, send=lambda name, slot: sent.append((name, slot)))
 
     minute = NOW
-    first = run_job(conn, JOBS["catch_up"], work, minute, OPTIONS)
+    first = run_job(conn, JOBS["catch_up"], minute, options)
     assert first.status is Status.SUCCEEDED
     assert len(first.result["missed"]) == 8  # a week of badge days and today's log rotation
     # newest first, one slot a job a run: the rest follow in the next minutes' runs
@@ -116,12 +116,16 @@ def test_the_catch_up_run_asks_for_each_missed_slot_once(conn):
     ran = []
     while sent:
         for name, slot in sent:  # the workers run what was sent
-            assert run_job(conn, JOBS[name], WORK[name], slot, OPTIONS).status \
-                is Status.SUCCEEDED
+            assert run_job(conn, JOBS[name], slot, OPTIONS).status is Status.SUCCEEDED
         ran += sent
         sent.clear()
         minute += timedelta(minutes=1)
-        assert run_job(conn, JOBS["catch_up"], work, minute, OPTIONS).status is Status.SUCCEEDED
+        assert run_job(conn, JOBS["catch_up"], minute, options).status is Status.SUCCEEDED
     badge_days = [slot for name, slot in ran if name == "badge_assignment"]
     assert badge_days == [(BADGES - timedelta(days=d)).astimezone(UTC) for d in range(7)]
     assert [slot for name, slot in ran if name == "log_rotation"] == [LOGS.astimezone(UTC)]
+
+
+def test_without_a_broker_the_catch_up_reports_what_it_missed_and_sends_nothing(conn):
+    outcome = run_job(conn, JOBS["catch_up"], NOW, OPTIONS)
+    assert len(outcome.result["missed"]) == 8 and outcome.result["sent"] == []

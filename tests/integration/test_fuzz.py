@@ -4,7 +4,8 @@ and (a message) be dead-lettered at once, never retried.
 
 1. CLI arguments, in-process through `workers.cli.main`: valid subcommands, job names and
    flags mixed with random text, huge numbers, ISO-ish timestamps (valid, malformed, out of
-   datetime's range once converted to UTC) and `--limit` values. `main` returns 0, 1, 2 or 3
+   datetime's range once converted to UTC), `--limit` values and `params --set/--unset`
+   overrides (known and unknown names, JSON and junk values). `main` returns 0, 1, 2 or 3
    or argparse exits with 2; nothing else escapes, stderr has no traceback, an exit 2 says
    why and writes no `job_runs` row.
 2. Message payloads through a real Dramatiq worker: batches of invalid payloads for every
@@ -39,8 +40,8 @@ from hypothesis import strategies as st
 
 import workers
 import workers.cli
-from workers import runtime
-from workers.actors import InvalidMessage
+from workers.engine import runtime
+from workers.errors import InvalidMessage
 from workers.schedule import JOBS
 
 #: How long a test waits for the worker to drain a queue (milliseconds).
@@ -139,12 +140,19 @@ def _mostly(usual, unusual):
 
 
 JOB_ARG = _mostly(st.sampled_from(JOB_NAMES), UNKNOWN_JOB)
+PARAMETER = _mostly(st.sampled_from(["heartbeat_timeout_seconds", "presence_inactive_minutes",
+                                     "log_dir", "log_retention_days",
+                                     "job_runs_retention_days"]), JUNK)
+VALUE = st.one_of(st.integers(-(10**20), 10**20).map(str), JUNK,
+                  st.sampled_from(["null", "true", "90", '"90"', "[]", "{}", "1.5", "1e400",
+                                   "NaN", "/tmp", ""]))
 
 
 @st.composite
 def structured_argv(draw) -> list[str]:
     """A subcommand with its arguments, each of them valid or not."""
-    command = draw(st.sampled_from(["run-task", "history", "pause", "resume", "status", "db"]))
+    command = draw(st.sampled_from(["run-task", "history", "pause", "resume", "status", "db",
+                                    "params"]))
     argv = [command]
     if command == "run-task":
         argv.append(draw(JOB_ARG))
@@ -167,6 +175,15 @@ def structured_argv(draw) -> list[str]:
     elif command == "status":
         if draw(st.booleans()):
             argv.append("--json")
+    elif command == "params":
+        argv.append(draw(JOB_ARG))
+        for _ in range(draw(st.sampled_from([0, 1, 1, 2]))):
+            if draw(st.booleans()):
+                argv += ["--set", f"{draw(PARAMETER)}={draw(VALUE)}"]
+            else:
+                argv += ["--unset", draw(PARAMETER)]
+        if draw(st.booleans()):
+            argv.append("--json")
     else:
         argv.append(draw(st.sampled_from(["init"]) | JUNK))
     # now and then: arguments shuffled, or a stray token or two
@@ -178,7 +195,8 @@ def structured_argv(draw) -> list[str]:
 
 CHAOS_ARGV = st.lists(
     st.sampled_from(["run-task", "history", "pause", "resume", "status", "db", "init",
-                     "--as-of", "--enqueue", "--json", "--limit", *JOB_NAMES])
+                     "params", "--set", "--unset", "--as-of", "--enqueue", "--json", "--limit",
+                     *JOB_NAMES])
     | JUNK | AS_OF | LIMIT
     | st.integers(-(10**40), 10**40).map(str),
     max_size=7,
@@ -295,7 +313,7 @@ def drain(*queues: str) -> None:
 
 
 def redis_client() -> redis.Redis:
-    return redis.Redis.from_url(workers.settings.redis_url)
+    return redis.Redis.from_url(runtime.current().settings.redis_url)
 
 
 def dead_letters(queue: str) -> set[str]:

@@ -9,8 +9,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from psycopg.types.json import Jsonb
 
-from workers.housekeeping import log_rotation
-from workers.runs import RunOptions, Status, run_job
+from workers.engine.runs import RunOptions, Status, run_job
 from workers.schedule import JOBS
 
 IST = ZoneInfo("Asia/Kolkata")
@@ -22,13 +21,12 @@ TODAY = SLOT.date()
 def options(log_dir: Path | None, **params) -> RunOptions:
     return RunOptions(
         timezone=IST, lock_timeout_ms=2000, abandon_grace=timedelta(seconds=60),
-        params={"log_rotation": {"log_dir": None if log_dir is None else str(log_dir),
-                                 "log_retention_days": 14, "job_runs_retention_days": 30,
-                                 **params}})
+        settings={"log_dir": log_dir, "log_retention_days": 14, "job_runs_retention_days": 30,
+                  **params})
 
 
 def rotate(conn, log_dir: Path | None, at: datetime = SLOT, **params) -> dict:
-    outcome = run_job(conn, JOB, log_rotation, at, options(log_dir, **params))
+    outcome = run_job(conn, JOB, at, options(log_dir, **params))
     assert outcome.status is Status.SUCCEEDED, outcome.error
     return outcome.result
 
@@ -187,7 +185,7 @@ def test_a_late_log_beside_an_archive_holding_other_records_is_appended_to_it(co
     assert rotate(conn, tmp_path, at=SLOT + timedelta(minutes=1))["compressed"] == 0
 
 
-@pytest.mark.parametrize("failing", ["os.fsync", "workers.housekeeping._fsync_dir"],
+@pytest.mark.parametrize("failing", ["os.fsync", "workers.jobs.log_rotation._fsync_dir"],
                          ids=["before the rename", "after the rename"])
 def test_a_failure_midway_breaks_nothing_and_the_retry_completes_the_work(
         conn, tmp_path, monkeypatch, failing):
@@ -195,12 +193,12 @@ def test_a_failure_midway_breaks_nothing_and_the_retry_completes_the_work(
     log = write_log(tmp_path, days_ago(3), content)
     with monkeypatch.context() as patch:
         patch.setattr(failing, _disk_full)
-        failed = run_job(conn, JOB, log_rotation, SLOT, options(tmp_path))
+        failed = run_job(conn, JOB, SLOT, options(tmp_path))
     assert failed.status is Status.FAILED and "No space left" in failed.error
     assert log.read_bytes() == content, "the .log stays until its archive is in place"
     assert not (tmp_path / name(days_ago(3), ".log.gz.tmp")).exists()
 
-    retried = run_job(conn, JOB, log_rotation, SLOT, options(tmp_path))
+    retried = run_job(conn, JOB, SLOT, options(tmp_path))
 
     assert retried.status is Status.SUCCEEDED and retried.attempt == 2
     assert retried.result["compressed"] == 1
@@ -218,7 +216,7 @@ def test_an_unreadable_archive_fails_the_run_and_keeps_both_files(conn, tmp_path
     insert_run(conn, "coin_deduction", SLOT - timedelta(days=90), "succeeded")
     before = snapshot(tmp_path)
 
-    outcome = run_job(conn, JOB, log_rotation, SLOT, options(tmp_path))
+    outcome = run_job(conn, JOB, SLOT, options(tmp_path))
 
     assert outcome.status is Status.FAILED
     assert "UnreadableArchive" in outcome.error and archive.name in outcome.error
@@ -234,7 +232,7 @@ def test_without_a_log_dir_only_run_records_are_pruned(conn):
 
 
 def test_a_missing_log_dir_fails_the_run(conn, tmp_path):
-    outcome = run_job(conn, JOB, log_rotation, SLOT, options(tmp_path / "absent"))
+    outcome = run_job(conn, JOB, SLOT, options(tmp_path / "absent"))
     assert outcome.status is Status.FAILED and "FileNotFoundError" in outcome.error
 
 
@@ -248,10 +246,10 @@ def test_bad_params_from_overrides_fail_the_run_and_touch_nothing(conn, tmp_path
     write_log(tmp_path, days_ago(5))
     before = snapshot(tmp_path)
 
-    outcome = run_job(conn, JOB, log_rotation, SLOT, options(tmp_path))
+    outcome = run_job(conn, JOB, SLOT, options(tmp_path))
 
     assert outcome.status is Status.FAILED
-    assert outcome.error.startswith("ValueError: log_rotation: ")
+    assert outcome.error.startswith("InvalidParams: log_rotation: ")
     assert snapshot(tmp_path) == before
 
 
@@ -304,9 +302,3 @@ def test_the_local_date_of_the_logical_time_decides_which_logs_are_old(
     assert {p.name for p in tmp_path.iterdir()} == (
         {name(date(2026, 11, day), ".log.gz") for day in compressed}
         | {name(date(2026, 11, day)) for day in untouched})
-
-
-def test_the_log_rotation_actor_runs_this_work():
-    from workers.actors import WORK
-
-    assert WORK["log_rotation"] is log_rotation

@@ -12,14 +12,15 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from workers.events import PRESENCE_CHANNEL
-from workers.presence import (
+from workers.app.events import PRESENCE_CHANNEL
+from workers.engine.hooks import Hooks
+from workers.engine.runs import RunOptions, Status, run_job
+from workers.jobs.presence_cleanup import (
     cleanup_expired_busy_status,
     get_online_users_count,
     mark_inactive_users_offline,
-    presence_cleanup,
 )
-from workers.runs import RunOptions, Status, run_job
+from workers.observability.logs import RunLog
 from workers.schedule import JOBS
 
 NOW = datetime(2026, 11, 22, 10, 30, tzinfo=UTC)
@@ -54,7 +55,8 @@ def status_of(conn, user_id: int) -> dict:
 def options(client: redis.Redis | None, **params) -> RunOptions:
     return RunOptions(timezone=ZoneInfo("Asia/Kolkata"), lock_timeout_ms=2000,
                       abandon_grace=timedelta(seconds=60),
-                      params={JOB.name: {"inactive_minutes": 5, **params}}, redis=client)
+                      settings={"presence_inactive_minutes": 5, **params}, redis=client,
+                      hooks=Hooks(RunLog()))
 
 
 def test_offline_after_the_timeout_but_not_at_it(conn):
@@ -188,7 +190,7 @@ def test_the_job_reports_its_counts_and_publishes_each_change(conn, subscribed):
     on_call = add_user(conn, busy=True, busy_until=NOW - timedelta(minutes=1))
     add_call(conn, on_call, silent)
 
-    outcome = run_job(conn, JOB, presence_cleanup, NOW, options(client))
+    outcome = run_job(conn, JOB, NOW, options(client))
 
     assert outcome.status is Status.SUCCEEDED
     assert outcome.result == {"marked_offline": 1, "busy_cleared": 1, "online_users": 2}
@@ -203,7 +205,7 @@ def test_a_job_that_changes_nothing_publishes_nothing(conn, subscribed):
     client, pubsub = subscribed
     add_user(conn, online=True, last_seen=NOW)
 
-    outcome = run_job(conn, JOB, presence_cleanup, NOW, options(client))
+    outcome = run_job(conn, JOB, NOW, options(client))
 
     assert outcome.result == {"marked_offline": 0, "busy_cleared": 0, "online_users": 1}
     assert published_until_sentinel(client, pubsub) == []
@@ -212,9 +214,9 @@ def test_a_job_that_changes_nothing_publishes_nothing(conn, subscribed):
 def test_the_job_reads_its_timeout_from_job_settings_overrides(conn):
     user = add_user(conn, online=True, last_seen=NOW - timedelta(minutes=7))
     conn.execute("INSERT INTO job_settings (job, overrides) VALUES (%s, %s)",
-                 [JOB.name, json.dumps({"inactive_minutes": 10})])
+                 [JOB.name, json.dumps({"presence_inactive_minutes": 10})])
 
-    outcome = run_job(conn, JOB, presence_cleanup, NOW, options(None))
+    outcome = run_job(conn, JOB, NOW, options(None))
 
     assert outcome.result["marked_offline"] == 0
     assert status_of(conn, user)["is_online"] is True
@@ -226,7 +228,7 @@ def test_a_redis_failure_after_commit_keeps_the_database_changes(conn, caplog):
 
     # Nothing listens on port 1; no retries, so the refusal is immediate.
     with redis.Redis(host="127.0.0.1", port=1, retry=Retry(NoBackoff(), 0)) as dead:
-        outcome = run_job(conn, JOB, presence_cleanup, NOW, options(dead))
+        outcome = run_job(conn, JOB, NOW, options(dead))
 
     assert outcome.status is Status.SUCCEEDED
     assert outcome.result == {"marked_offline": 1, "busy_cleared": 1, "online_users": 0}
@@ -235,10 +237,4 @@ def test_a_redis_failure_after_commit_keeps_the_database_changes(conn, caplog):
     assert status_of(conn, freed)["is_busy"] is False
     row = conn.execute("SELECT status FROM job_runs WHERE job = %s", [JOB.name]).fetchone()
     assert row["status"] == "succeeded"
-
-
-def test_the_actor_runs_this_work():
-    from workers.actors import WORK
-
-    assert WORK[JOB.name] is presence_cleanup
 

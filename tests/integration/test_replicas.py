@@ -13,8 +13,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from workers.db import queries
-from workers.runs import RunOptions, Status, run_job
+from workers.engine.db import queries
+from workers.engine.runs import RunOptions, Status, run_job
 from workers.schedule import JOBS
 
 HOLDER = Path(__file__).with_name("lock_holder.py")
@@ -104,14 +104,14 @@ def test_two_processes_on_the_same_slot_run_it_once(conn, replicas):
 def test_the_lock_is_free_again_after_its_holder_is_sigkilled(conn, replicas):
     holder = replicas(SLOT, "holder")
     holder.wait_holding()
-    assert run_job(conn, JOB, lambda c, r: {}, SLOT + timedelta(days=1),
-                   OPTIONS).status is Status.SKIPPED
+    assert run_job(conn, JOB, SLOT + timedelta(days=1),
+                   OPTIONS, work=lambda c, r: {}).status is Status.SKIPPED
 
     holder.kill()
 
     deadline = time.monotonic() + PATIENCE
     slot = SLOT + timedelta(days=2)
-    while (outcome := run_job(conn, JOB, lambda c, r: {}, slot, OPTIONS)).status \
+    while (outcome := run_job(conn, JOB, slot, OPTIONS, work=lambda c, r: {})).status \
             is Status.SKIPPED:
         assert time.monotonic() < deadline, "the killed holder's lock was never released"
         slot += timedelta(minutes=1)
@@ -126,5 +126,5 @@ def test_the_lock_is_free_again_after_its_holder_is_sigkilled(conn, replicas):
     assert killed["status"] == "abandoned"
     assert conn.execute("SELECT count(*) AS n FROM users").fetchone()["n"] == 0, \
         "the killed run's writes must have rolled back"
-    rerun = run_job(conn, JOB, lambda c, r: {}, SLOT, OPTIONS)
+    rerun = run_job(conn, JOB, SLOT, OPTIONS, work=lambda c, r: {})
     assert (rerun.status, rerun.attempt) == (Status.SUCCEEDED, 2)

@@ -1,4 +1,5 @@
-"""The run contract on a real PostgreSQL: dedupe, lock, record, pause, abandonment."""
+"""The run contract on a real PostgreSQL: dedupe, lock, record, pause, abandonment,
+parameters, and what its hooks are told."""
 
 import logging
 from dataclasses import replace
@@ -8,11 +9,14 @@ from zoneinfo import ZoneInfo
 import psycopg
 import pytest
 
-from workers.runs import RunOptions, Status, run_job, slot_of
-from workers.schedule import JOBS, LOCK_NAMESPACE, Job
+from workers.engine.hooks import Claimed, Finished, Hooks, Subscriber
+from workers.engine.jobs import LOCK_NAMESPACE
+from workers.engine.runs import RunOptions, Status, run_job, slot_of
+from workers.observability.logs import RUN_LOGGER, RunLog
+from workers.schedule import JOBS
 
 OPTIONS = RunOptions(timezone=ZoneInfo("Asia/Kolkata"), lock_timeout_ms=2000,
-                     abandon_grace=timedelta(seconds=60))
+                     abandon_grace=timedelta(seconds=60), hooks=Hooks(RunLog()))
 JOB = JOBS["coin_deduction"]
 SLOT = datetime(2026, 11, 22, 10, 30, tzinfo=UTC)
 
@@ -45,7 +49,7 @@ def users(conn) -> int:
 
 
 def test_a_run_is_recorded_with_its_result_duration_and_owner(conn):
-    outcome = run_job(conn, JOB, Recorder(), SLOT, OPTIONS, trigger="cli")
+    outcome = run_job(conn, JOB, SLOT, OPTIONS, trigger="cli", work=Recorder())
 
     assert outcome.status is Status.SUCCEEDED
     assert outcome.result == {"slot": SLOT.isoformat()}
@@ -59,8 +63,8 @@ def test_a_run_is_recorded_with_its_result_duration_and_owner(conn):
 
 def test_duplicate_slot_runs_once(conn):
     work = Recorder()
-    first = run_job(conn, JOB, work, SLOT, OPTIONS)
-    second = run_job(conn, JOB, work, SLOT + timedelta(seconds=42), OPTIONS)
+    first = run_job(conn, JOB, SLOT, OPTIONS, work=work)
+    second = run_job(conn, JOB, SLOT + timedelta(seconds=42), OPTIONS, work=work)
 
     assert first.status is Status.SUCCEEDED
     assert second.status is Status.DUPLICATE
@@ -76,21 +80,21 @@ def test_every_instant_of_a_minute_is_the_same_slot():
 
 def test_a_naive_scheduled_for_is_refused(conn):
     with pytest.raises(ValueError, match="timezone"):
-        run_job(conn, JOB, Recorder(), datetime(2026, 11, 22, 10, 30), OPTIONS)
+        run_job(conn, JOB, datetime(2026, 11, 22, 10, 30), OPTIONS, work=Recorder())
     assert runs(conn) == []
 
 
 def test_a_failed_run_rolls_back_and_its_retry_is_the_same_run(conn):
     work = Recorder(fail_times=1)
 
-    failed = run_job(conn, JOB, work, SLOT, OPTIONS)
+    failed = run_job(conn, JOB, SLOT, OPTIONS, work=work)
     assert failed.status is Status.FAILED and "boom 1" in failed.error
     assert isinstance(failed.exception, RuntimeError)
     assert users(conn) == 0, "the failed attempt's writes must roll back"
     [row] = runs(conn)
     assert row["status"] == "failed" and "boom 1" in row["error"]
 
-    retried = run_job(conn, JOB, work, SLOT, OPTIONS, trigger="retry")
+    retried = run_job(conn, JOB, SLOT, OPTIONS, trigger="retry", work=work)
     assert retried.status is Status.SUCCEEDED and retried.attempt == 2
     [row] = runs(conn)
     assert (row["status"], row["attempt"], row["error"]) == ("succeeded", 2, None)
@@ -101,14 +105,14 @@ def test_lock_held_elsewhere_records_skipped_and_the_slot_can_run_later(db, conn
     with db.connect() as other, other.transaction():
         other.execute("SELECT pg_advisory_xact_lock(%s, %s)", [LOCK_NAMESPACE, JOB.lock_id])
         work = Recorder()
-        skipped = run_job(conn, JOB, work, SLOT, OPTIONS)
+        skipped = run_job(conn, JOB, SLOT, OPTIONS, work=work)
 
     assert skipped.status is Status.SKIPPED and skipped.reason.startswith("locked")
     assert work.calls == 0
     [row] = runs(conn)
     assert row["status"] == "skipped" and row["skip_reason"].startswith("locked")
 
-    again = run_job(conn, JOB, work, SLOT, OPTIONS)
+    again = run_job(conn, JOB, SLOT, OPTIONS, work=work)
     assert again.status is Status.SUCCEEDED and again.attempt == 2
 
 
@@ -119,7 +123,7 @@ def test_the_lock_is_held_by_the_work_transaction(db, conn):
                                   [LOCK_NAMESPACE, JOB.lock_id]).fetchone()["ok"]
         return {"other_could_lock": taken}
 
-    outcome = run_job(conn, JOB, work, SLOT, OPTIONS)
+    outcome = run_job(conn, JOB, SLOT, OPTIONS, work=work)
     assert outcome.result == {"other_could_lock": False}
     with db.connect() as other, other.transaction():
         assert other.execute("SELECT pg_try_advisory_xact_lock(%s, %s) AS ok",
@@ -130,7 +134,7 @@ def test_jobs_have_distinct_locks(db, conn):
     with db.connect() as other, other.transaction():
         other.execute("SELECT pg_advisory_xact_lock(%s, %s)",
                       [LOCK_NAMESPACE, JOBS["badge_assignment"].lock_id])
-        assert run_job(conn, JOB, Recorder(), SLOT, OPTIONS).status is Status.SUCCEEDED
+        assert run_job(conn, JOB, SLOT, OPTIONS, work=Recorder()).status is Status.SUCCEEDED
     assert len({job.lock_id for job in JOBS.values()}) == len(JOBS)
 
 
@@ -138,20 +142,117 @@ def test_paused_job_records_skipped_and_does_nothing_until_resumed(conn):
     conn.execute("INSERT INTO job_settings (job, paused) VALUES (%s, true)", [JOB.name])
     work = Recorder()
 
-    paused = run_job(conn, JOB, work, SLOT, OPTIONS)
+    paused = run_job(conn, JOB, SLOT, OPTIONS, work=work)
     assert (paused.status, paused.reason, work.calls) == (Status.SKIPPED, "paused", 0)
     assert runs(conn)[0]["skip_reason"] == "paused"
 
     conn.execute("UPDATE job_settings SET paused = false WHERE job = %s", [JOB.name])
-    resumed = run_job(conn, JOB, work, SLOT, OPTIONS)
+    resumed = run_job(conn, JOB, SLOT, OPTIONS, work=work)
     assert resumed.status is Status.SUCCEEDED and work.calls == 1
 
 
-def test_job_overrides_reach_the_work_as_params(conn):
-    conn.execute("INSERT INTO job_settings (job, overrides) VALUES (%s, '{\"batch\": 7}')",
-                 [JOB.name])
-    outcome = run_job(conn, JOB, lambda conn, run: dict(run.params), SLOT, OPTIONS)
-    assert outcome.result == {"batch": 7}
+def params_of(conn, run):
+    return run.params.model_dump()
+
+
+def test_a_jobs_parameters_default_to_the_settings_of_their_names(conn):
+    options = replace(OPTIONS, settings={"heartbeat_timeout_seconds": 45, "unrelated": 1})
+    assert run_job(conn, JOB, SLOT, options, work=params_of).result == {
+        "heartbeat_timeout_seconds": 45}
+    assert run_job(conn, JOB, SLOT + timedelta(minutes=1), OPTIONS, work=params_of).result \
+        == {"heartbeat_timeout_seconds": 120}  # no setting: the model's own default
+
+
+def test_job_overrides_reach_the_work_as_typed_params(conn):
+    conn.execute("INSERT INTO job_settings (job, overrides) VALUES (%s, %s)",
+                 [JOB.name, '{"heartbeat_timeout_seconds": 90}'])
+    options = replace(OPTIONS, settings={"heartbeat_timeout_seconds": 45})
+    outcome = run_job(conn, JOB, SLOT, options,
+                      work=lambda conn, run: {"timeout": run.params.heartbeat_timeout.seconds})
+    assert outcome.result == {"timeout": 90}
+
+
+@pytest.mark.parametrize(("overrides", "error"), [
+    ('{"heartbeat_timeout_seconds": 5}', "heartbeat_timeout_seconds: Input should be greater"
+                                         " than or equal to 10 (got 5)"),
+    ('{"heartbeat_timeout_seconds": "90"}', "heartbeat_timeout_seconds: Input should be a"
+                                            " valid integer (got '90')"),
+    ('{"heartbeat_timeout": 90}', "unknown parameter 'heartbeat_timeout'"),
+], ids=["out of range", "a string", "misspelt"])
+def test_a_bad_override_fails_the_run_with_its_reason_before_any_work(conn, overrides, error):
+    conn.execute("INSERT INTO job_settings (job, overrides) VALUES (%s, %s)",
+                 [JOB.name, overrides])
+    work = Recorder()
+    outcome = run_job(conn, JOB, SLOT, OPTIONS, work=work)
+
+    assert outcome.status is Status.FAILED
+    assert outcome.error == f"InvalidParams: coin_deduction: {error}"
+    assert (work.calls, users(conn)) == (0, 0)
+    [row] = runs(conn)
+    assert (row["status"], row["error"]) == ("failed", outcome.error)
+
+
+class Told(Subscriber):
+    """A subscriber that keeps what it is told; one that raises, when asked to."""
+
+    def __init__(self, fails: bool = False):
+        self.events = []
+        self.fails = fails
+
+    def run_claimed(self, event):
+        self.events.append(event)
+        if self.fails:
+            raise RuntimeError("a broken subscriber")
+
+    def run_finished(self, event):
+        self.run_claimed(event)
+
+
+def test_the_hooks_hear_the_claim_then_the_finished_outcome(conn):
+    told = Told()
+    outcome = run_job(conn, JOB, SLOT, replace(OPTIONS, hooks=Hooks(told)), trigger="cli",
+                      work=Recorder())
+
+    claimed, finished = told.events
+    assert isinstance(claimed, Claimed) and isinstance(finished, Finished)
+    assert (claimed.job, claimed.scheduled_for, claimed.attempt, claimed.trigger) == (
+        JOB, SLOT, 1, "cli")
+    assert claimed.run_id == runs(conn)[0]["run_id"]
+    assert (finished.job, finished.outcome, finished.trigger) == (JOB, outcome, "cli")
+    assert finished.duration > 0 and not finished.near_limit
+
+
+def test_a_duplicate_is_told_as_finished_without_a_claim(conn):
+    run_job(conn, JOB, SLOT, OPTIONS, work=Recorder())
+    told = Told()
+    run_job(conn, JOB, SLOT, replace(OPTIONS, hooks=Hooks(told)), work=Recorder())
+
+    [finished] = told.events
+    assert finished.outcome.status is Status.DUPLICATE and finished.duration == 0
+
+
+@pytest.mark.parametrize("status", ["failed", "skipped"])
+def test_failed_and_skipped_runs_are_told_too(conn, status):
+    told = Told()
+    if status == "skipped":
+        conn.execute("INSERT INTO job_settings (job, paused) VALUES (%s, true)", [JOB.name])
+    run_job(conn, JOB, SLOT, replace(OPTIONS, hooks=Hooks(told)),
+            work=Recorder(fail_times=1))
+
+    claimed, finished = told.events
+    assert finished.outcome.status == status and finished.outcome.attempt == claimed.attempt
+
+
+def test_a_failing_subscriber_changes_nothing_and_the_others_are_still_told(conn, caplog):
+    broken, after = Told(fails=True), Told()
+    outcome = run_job(conn, JOB, SLOT, replace(OPTIONS, hooks=Hooks(broken, after)),
+                      work=Recorder())
+
+    assert outcome.status is Status.SUCCEEDED and runs(conn)[0]["status"] == "succeeded"
+    assert len(broken.events) == len(after.events) == 2
+    assert [line for line in caplog.messages if line.startswith("run hook")] == [
+        f"run hook Told.{hook} failed on coin_deduction {SLOT.isoformat()}"
+        for hook in ("run_claimed", "run_finished")]
 
 
 def insert_running(conn, *, backend_pid: int, backend_start, deadline: timedelta):
@@ -167,7 +268,7 @@ def test_a_run_whose_worker_is_alive_is_not_run_again(db, conn):
                            " WHERE pid = pg_backend_pid()").fetchone()
         insert_running(conn, backend_pid=me["pid"], backend_start=me["backend_start"],
                        deadline=timedelta(minutes=5))
-        outcome = run_job(conn, JOB, Recorder(), SLOT, OPTIONS)
+        outcome = run_job(conn, JOB, SLOT, OPTIONS, work=Recorder())
     assert outcome.status is Status.DUPLICATE and "already running" in outcome.reason
 
 
@@ -185,20 +286,19 @@ def test_an_abandoned_run_is_recognised_and_run_again(db, conn, case):
         insert_running(conn, backend_pid=mine["pid"], backend_start=mine["backend_start"],
                        deadline=-timedelta(seconds=1))
 
-    outcome = run_job(conn, JOB, Recorder(), SLOT, OPTIONS)
+    outcome = run_job(conn, JOB, SLOT, OPTIONS, work=Recorder())
     assert outcome.status is Status.SUCCEEDED and outcome.attempt == 2
 
 
 def test_a_statement_past_the_time_limit_is_cancelled_and_rolled_back(conn):
-    quick = Job(name=JOB.name, cron=JOB.cron, description="", lock_id=JOB.lock_id,
-                time_limit=timedelta(milliseconds=200))
+    quick = replace(JOB, time_limit=timedelta(milliseconds=200))
 
     def slow(conn, run):
         Recorder()(conn, run)
         conn.execute("SELECT pg_sleep(5)")
         return {}
 
-    outcome = run_job(conn, quick, slow, SLOT, OPTIONS)
+    outcome = run_job(conn, quick, SLOT, OPTIONS, work=slow)
     assert outcome.status is Status.FAILED and "QueryCanceled" in outcome.error
     assert users(conn) == 0
     # the timeout was local to the run's transaction
@@ -206,7 +306,7 @@ def test_a_statement_past_the_time_limit_is_cancelled_and_rolled_back(conn):
 
 
 def test_a_result_that_is_not_a_dict_fails_the_run(conn):
-    outcome = run_job(conn, JOB, Recorder(result=[1, 2]), SLOT, OPTIONS)
+    outcome = run_job(conn, JOB, SLOT, OPTIONS, work=Recorder(result=[1, 2]))
     assert outcome.status is Status.FAILED and "must return a dict" in outcome.error
     assert users(conn) == 0
 
@@ -225,7 +325,7 @@ def test_after_commit_steps_run_after_commit_and_cannot_undo_it(conn, caplog):
         with psycopg.connect(conn.info.dsn) as other:
             return other.execute("SELECT count(*) FROM users").fetchone()[0]
 
-    outcome = run_job(conn, JOB, work, SLOT, OPTIONS)
+    outcome = run_job(conn, JOB, SLOT, OPTIONS, work=work)
     assert outcome.status is Status.SUCCEEDED
     assert seen == [1, "third"]
     assert "after-commit step failed" in caplog.text
@@ -233,8 +333,8 @@ def test_after_commit_steps_run_after_commit_and_cannot_undo_it(conn, caplog):
 
 
 def test_the_work_sees_its_logical_time_in_the_business_timezone(conn):
-    outcome = run_job(conn, JOB, lambda conn, run: {"local": run.local_time.isoformat()},
-                      SLOT, OPTIONS)
+    outcome = run_job(conn, JOB, SLOT, OPTIONS,
+                      work=lambda conn, run: {"local": run.local_time.isoformat()})
     assert outcome.result == {"local": "2026-11-22T16:00:00+05:30"}
 
 
@@ -248,10 +348,11 @@ def sleeping(seconds: float):
 
 def test_a_run_past_half_its_time_limit_is_reported_with_what_to_do(conn, caplog):
     billing = replace(JOB, time_limit=timedelta(milliseconds=400))
-    with caplog.at_level(logging.WARNING, logger="workers.alerts"):
-        assert run_job(conn, billing, sleeping(0.25), SLOT, OPTIONS).status == Status.SUCCEEDED
-        assert run_job(conn, billing, sleeping(0), SLOT + timedelta(minutes=1),
-                       OPTIONS).status == Status.SUCCEEDED
+    with caplog.at_level(logging.WARNING, logger=RUN_LOGGER):
+        assert run_job(conn, billing, SLOT, OPTIONS, work=sleeping(0.25)).status \
+            == Status.SUCCEEDED
+        assert run_job(conn, billing, SLOT + timedelta(minutes=1), OPTIONS,
+                       work=sleeping(0)).status == Status.SUCCEEDED
 
     [warning] = caplog.messages  # the quick run is not reported
     assert warning.startswith(f"coin_deduction {SLOT.isoformat()} took 0.")
@@ -260,7 +361,7 @@ def test_a_run_past_half_its_time_limit_is_reported_with_what_to_do(conn, caplog
 
 def test_only_billing_is_told_to_shard(conn, caplog):
     other = replace(JOBS["presence_cleanup"], time_limit=timedelta(milliseconds=400))
-    with caplog.at_level(logging.WARNING, logger="workers.alerts"):
-        run_job(conn, other, sleeping(0.25), SLOT, OPTIONS)
+    with caplog.at_level(logging.WARNING, logger=RUN_LOGGER):
+        run_job(conn, other, SLOT, OPTIONS, work=sleeping(0.25))
     [warning] = caplog.messages
     assert warning.endswith("of its 0.4 s time limit.")

@@ -4,7 +4,7 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from workers.db import SCHEMA_VERSION, apply_schema, schema_version
+from workers.engine.db import SCHEMA_VERSION, apply_schema, schema_version
 from workers.errors import SchemaMissing
 
 #: The original Saathii backend's tables as it created them: no user_roles.active, no

@@ -3,7 +3,7 @@
 import pytest
 from ledger import add_user, check_ledger
 
-from workers.wallets import get_user_coin_balance, update_user_coin_balance
+from workers.app.wallets import get_user_coin_balance, update_user_coin_balance
 
 
 def test_add_and_subtract_move_the_balance_with_one_transaction_each(conn):

@@ -1,5 +1,5 @@
-"""Billing ticks in a process of its own, straight through workers.billing and so without
-the job's advisory lock: what the replica tests race against each other.
+"""Billing ticks in a process of its own, straight through workers.jobs.coin_deduction and
+so without the job's advisory lock: what the replica tests race against each other.
 
     python ticker.py ISO_TIME [ISO_TIME ...]     one tick per time, in order
     python ticker.py --forever ISO_TIME          the same tick again and again, until killed
@@ -9,10 +9,10 @@ the job's advisory lock: what the replica tests race against each other.
 import sys
 from datetime import datetime, timedelta
 
-import workers
-from workers.billing import deduct_per_minute_coins
-from workers.db import connect
-from workers.schedule import EVERY_CALL, Shard
+from workers.engine.db import connect
+from workers.engine.jobs import EVERYTHING, Shard
+from workers.jobs.coin_deduction import deduct_per_minute_coins
+from workers.settings import Settings
 
 HEARTBEAT = timedelta(seconds=120)
 
@@ -20,16 +20,17 @@ HEARTBEAT = timedelta(seconds=120)
 def main(args: list[str]) -> None:
     forever = args[:1] == ["--forever"]
     args = args[forever:]
-    shard = EVERY_CALL
+    shard = EVERYTHING
     if args[:1] == ["--shard"]:
         shard = Shard(*map(int, args[1].split("/")))
         args = args[2:]
     times = [datetime.fromisoformat(text) for text in args]
-    with connect(workers.settings.database_url, autocommit=True) as conn:
+    settings = Settings()
+    with connect(settings.database_url, autocommit=True) as conn:
         print("ready", flush=True)
         while True:
             for at in times:
-                deduct_per_minute_coins(conn, at, timezone=workers.settings.timezone,
+                deduct_per_minute_coins(conn, at, timezone=settings.timezone,
                                         heartbeat_timeout=HEARTBEAT, shard=shard)
             if not forever:
                 return

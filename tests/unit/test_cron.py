@@ -1,9 +1,9 @@
-"""workers.cron and workers.periodic: parsing, the instants a job fires at, and what
+"""workers.engine.cron and workers.engine.periodic: parsing, the instants a job fires at, and what
 periodiq's scheduler does with them.
 
 The periodiq simulations replay periodiq 0.14's Scheduler without sleeping: at `now` it sends
 every actor whose `periodic` option validates `now`, then wakes up at the earliest of their
-next_valid_date(now). The actors' option is ours (workers.periodic.Periodic) as in
+next_valid_date(now). The actors' option is ours (workers.engine.periodic.Periodic) as in
 production, or periodiq's own CronSpec where a test pins one of its defects.
 test_the_replay_matches_periodiq_scheduler_code_run_on_a_fake_clock checks the replay against
 periodiq's own Scheduler.schedule().
@@ -16,8 +16,8 @@ import pendulum
 import periodiq
 import pytest
 
-from workers import cron
-from workers.periodic import Periodic
+from workers.engine import cron
+from workers.engine.periodic import Periodic
 from workers.schedule import JOBS
 
 KOLKATA = ZoneInfo("Asia/Kolkata")
@@ -509,7 +509,7 @@ def test_periodiq_with_the_whole_job_table_fires_each_job_at_its_instants_over_p
         assert_same_instants(sent[spec], ours(spec, "Europe/Paris", *window), PARIS)
 
 
-# --- periodiq 0.14's own CronSpec: the defects that made us replace it (workers.periodic) ---
+# --- periodiq 0.14's own CronSpec: the defects that made us replace it (engine.periodic) ---
 
 
 def test_periodiq_skips_a_2_30_job_on_spring_forward_day_and_runs_it_twice_on_fall_back():

@@ -1,10 +1,10 @@
-"""make run's supervision of its children (workers.local.Child), with real processes."""
+"""make run's supervision of its children (devtools.local.Child), with real processes."""
 
 import sys
 
 import pytest
 
-from workers import local
+from devtools import local
 
 QUICK_EXIT = [sys.executable, "-c", "raise SystemExit(3)"]
 

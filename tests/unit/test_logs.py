@@ -4,7 +4,7 @@ import logging
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from workers.logs import DailyFileHandler
+from workers.observability.logs import DailyFileHandler
 
 IST = ZoneInfo("Asia/Kolkata")
 
@@ -38,7 +38,7 @@ def test_a_second_process_appends_to_the_same_day_file(tmp_path):
 
 
 def test_with_log_dir_set_the_workers_log_to_the_day_file_too(tmp_path, monkeypatch):
-    from workers.logs import FILE_LOGGERS, configure_logging
+    from workers.observability.logs import FILE_LOGGERS, configure_logging
     from workers.settings import Settings
 
     monkeypatch.setenv("LOG_DIR", str(tmp_path / "logs"))

@@ -1,6 +1,7 @@
-"""Dramatiq actors, one module per area. Each is a thin shell made by `job_actor` from a
-job of the table and a work function: it validates its message, opens the run (logical
-time, dedupe, lock, record) and calls the work.
+"""The Dramatiq actors: one per job of the table, each a thin shell made by `job_actor`:
+it validates its message, opens the run (logical time, dedupe, lock, record) and lets the
+run contract call the job's work. A failed run raises JobFailed, so Dramatiq retries it per
+the job table; the run contract has already logged and reported it.
 
 A message may carry one keyword argument, `scheduled_for` (ISO 8601 with a timezone);
 without it the slot is periodiq's `scheduled_at` option, or the time of delivery for a
@@ -8,7 +9,7 @@ message sent by hand. Anything else is refused: the message fails without retrie
 goes to Dramatiq's dead-letter queue, having written nothing.
 """
 
-import logging
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -17,13 +18,11 @@ import dramatiq
 from dramatiq.middleware import CurrentMessage
 from pydantic import BaseModel, ConfigDict, StrictStr, ValidationError, field_validator
 
-from workers import runtime
-from workers.errors import UsageError, WorkersError
-from workers.periodic import Periodic
-from workers.runs import Status, Work, run_job, slot_of
-from workers.schedule import get_job
-
-log = logging.getLogger(__name__)
+from workers.engine import runtime
+from workers.engine.jobs import Job
+from workers.engine.periodic import Periodic
+from workers.engine.runs import Status, run_job, slot_of
+from workers.errors import InvalidMessage, JobFailed
 
 #: Retry backoff of a failed run (milliseconds). Short, because periodiq drops retries of a
 #: scheduled message once it is older than its skip delay; the catch-up covers the rest.
@@ -32,17 +31,6 @@ MAX_BACKOFF_MS = 10_000
 #: Dramatiq's time limit exceeds the job's by this much, so the database's
 #: statement_timeout, which rolls back cleanly, normally fires first (milliseconds).
 TIME_LIMIT_MARGIN_MS = 5_000
-
-#: The work function of every job, by name: the CLI runs jobs in-process through these.
-WORK: dict[str, Work] = {}
-
-
-class InvalidMessage(UsageError):
-    """A message the actor cannot run: dead-lettered, never retried."""
-
-
-class JobFailed(WorkersError):
-    """The run failed; raised so Dramatiq retries it and Sentry hears of it."""
 
 
 class JobMessage(BaseModel):
@@ -120,34 +108,34 @@ def slot_and_trigger(request: JobMessage, message: dramatiq.Message | None) -> t
     return datetime.now(UTC), "enqueued"
 
 
-def current_timezone():
-    return runtime.current().settings.timezone
+def scheduler_timezone():
+    """APP_TIMEZONE, for periodiq: its first look at a schedule boots the scheduler."""
+    from workers.engine.boot import boot
+
+    return (runtime.current() if runtime.booted() else boot("scheduler")).settings.timezone
 
 
-def job_actor(name: str, work: Work) -> dramatiq.Actor:
-    """The Dramatiq actor of the job `name`, declared from its row in the job table."""
-    job = get_job(name)
+def job_actor(job: Job, broker: dramatiq.Broker) -> dramatiq.Actor:
+    """The Dramatiq actor of `job`, declared on `broker` from its row in the job table."""
 
     def perform(*args: Any, **kwargs: Any) -> None:
         message = CurrentMessage.get_current_message()
         scheduled_for, trigger = slot_and_trigger(parse_message(args, kwargs), message)
         current = runtime.current()
         with current.pool.connection() as conn:
-            outcome = run_job(conn, job, work, scheduled_for, current.run_options,
-                              trigger=trigger,
+            outcome = run_job(conn, job, scheduled_for, current.run_options(), trigger=trigger,
                               message_id=message.message_id if message else None)
-        log.info("%s %s: %s", name, outcome.scheduled_for.isoformat(), outcome.as_json())
         if outcome.status is Status.FAILED:
-            raise JobFailed(f"{name} {outcome.scheduled_for.isoformat()}: {outcome.error}") \
-                from outcome.exception
+            raise JobFailed(f"{job.name} {outcome.scheduled_for.isoformat()}: "
+                            f"{outcome.error}") from outcome.exception
 
-    perform.__name__ = perform.__qualname__ = name
-    WORK[name] = work
+    perform.__name__ = perform.__qualname__ = job.name
     return dramatiq.actor(
         perform,
-        actor_name=name,
+        broker=broker,
+        actor_name=job.name,
         queue_name=job.queue,
-        periodic=Periodic(job.cron, current_timezone()),
+        periodic=Periodic(job.cron, scheduler_timezone),
         time_limit=int(job.time_limit.total_seconds() * 1000) + TIME_LIMIT_MARGIN_MS,
         max_retries=job.max_retries,
         retry_when=partial(should_retry, job.max_retries),
@@ -155,3 +143,8 @@ def job_actor(name: str, work: Work) -> dramatiq.Actor:
         max_backoff=MAX_BACKOFF_MS,
         throws=(InvalidMessage,),
     )
+
+
+def declare_actors(jobs: Iterable[Job], broker: dramatiq.Broker) -> dict[str, dramatiq.Actor]:
+    """An actor for each job, by name."""
+    return {job.name: job_actor(job, broker) for job in jobs}

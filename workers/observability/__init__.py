@@ -1,0 +1,2 @@
+"""What lets an operator see the workers: logging and Sentry, both subscribers of the run
+hooks (workers.engine.hooks), set up where a process boots."""
