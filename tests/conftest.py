@@ -48,7 +48,7 @@ def pytest_configure(config):
     for variable in ("SENTRY_DSN", "LOG_DIR", "PERIODIQ_SKIP_DELAY"):
         os.environ.pop(variable, None)
 
-    from devtools.embedded import EmbeddedPostgres, EmbeddedRedis
+    from devtools.embedded import EmbeddedPostgres, EmbeddedRedis, EmbeddedUnavailable
     from workers.engine.db import apply_schema
     from workers.settings import Settings
 
@@ -56,7 +56,10 @@ def pytest_configure(config):
         port = psycopg.conninfo.conninfo_to_dict(admin_url)["port"]
         SESSION["postgres"] = EmbeddedPostgres(directory / "postgres", port=int(port),
                                                durable=False)
-        SESSION["postgres"].start()
+        try:
+            SESSION["postgres"].start()
+        except EmbeddedUnavailable as error:
+            pytest.exit(f"saathii-workers: {error}", returncode=2)
     if not os.environ.get("TEST_REDIS_URL"):
         port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
         SESSION["redis"] = EmbeddedRedis(directory / "redis", port=port)
