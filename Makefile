@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 LOCAL := $(PY) -m devtools.local
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: setup db down run test lint status history run-task clean chaos bench bench-lag
+.PHONY: setup db down run test test-quick lint status history run-task clean chaos bench bench-lag
 
 setup: $(STAMP)
 
@@ -28,6 +28,9 @@ run: setup  ## workers + scheduler in the foreground; Ctrl-C stops everything
 
 test: setup  ## the whole suite, against a real PostgreSQL and Redis it starts itself
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-quick: setup  ## the suite without the tests marked slow (CI runs them all)
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -37,6 +37,7 @@ def storm(*argv: str) -> tuple[int, dict, str]:
 
 
 @pytest.mark.acceptance
+@pytest.mark.slow
 def test_a_short_storm_injects_every_fault_and_leaves_the_ledger_whole():
     code, summary, report = storm(*SHORT_RUN)
     assert (code, summary["violation_count"], summary["violations"]) == \
@@ -48,6 +49,7 @@ def test_a_short_storm_injects_every_fault_and_leaves_the_ledger_whole():
 
 
 @pytest.mark.acceptance
+@pytest.mark.slow
 def test_a_storm_over_two_billing_shards_leaves_the_ledger_whole():
     """BILLING_SHARDS=2 in every process: each shard its own job, lock and message, under
     the same faults (a SIGKILLed worker's shard is billed by another at its next minute)."""

@@ -489,6 +489,7 @@ def test_the_replay_matches_periodiq_scheduler_code_run_on_a_fake_clock(
         assert actor.sent == replayed[spec]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tz_name", ZONES)
 @pytest.mark.parametrize("spec", JOB_SPECS)
 def test_periodiq_fires_each_job_spec_at_exactly_its_instants_through_2026(spec, tz_name):

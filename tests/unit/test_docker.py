@@ -326,5 +326,6 @@ def test_dockerignore_keeps_local_state_out_of_the_context():
         if line.strip() and not line.startswith("#")
     }
     assert {".venv", ".data", ".git"} <= patterns
+    assert {"devtools", "chaos", "bench"} <= patterns  # what no production image needs
     # What `pip install .` needs must reach the build.
     assert not {"pyproject.toml", "workers", "*"} & patterns
