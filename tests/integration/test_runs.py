@@ -2,6 +2,7 @@
 parameters, and what its hooks are told."""
 
 import logging
+import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -220,6 +221,23 @@ def test_the_hooks_hear_the_claim_then_the_finished_outcome(conn):
     assert claimed.run_id == runs(conn)[0]["run_id"]
     assert (finished.job, finished.outcome, finished.trigger) == (JOB, outcome, "cli")
     assert finished.duration > 0 and not finished.near_limit
+
+
+def test_the_duration_told_is_the_transactions_not_its_after_commit_steps(conn):
+    told, marks = Told(), {}
+
+    def work(conn, run):
+        def slow_redis():  # a slow after-commit step: not what the time limit bounds
+            marks["after_commit"] = time.monotonic()
+            time.sleep(0.2)
+        run.after_commit(slow_redis)
+        return {}
+
+    began = time.monotonic()
+    run_job(conn, JOB, SLOT, replace(OPTIONS, hooks=Hooks(told)), work=work)
+
+    _, finished = told.events
+    assert began + finished.duration <= marks["after_commit"]
 
 
 def test_a_duplicate_is_told_as_finished_without_a_claim(conn):

@@ -42,8 +42,9 @@ class Finished:
     job: Job
     outcome: RunOutcome
     trigger: str
-    #: Seconds from the claim to the end of the run (its work committed or rolled back);
-    #: 0 for a duplicate, which claimed nothing.
+    #: Seconds from the claim to the end of its transaction (the work committed or rolled
+    #: back), after-commit steps not included: what the job's time limit bounds. 0 for a
+    #: duplicate, which claimed nothing.
     duration: float
 
     @property

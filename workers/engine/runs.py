@@ -26,7 +26,7 @@ import os
 import socket
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
@@ -139,20 +139,20 @@ def run_job(conn: psycopg.Connection, job: Job, scheduled_for: datetime, options
     here."""
     slot = slot_of(scheduled_for)
     began = time.monotonic()
-
-    def finish(outcome: RunOutcome) -> RunOutcome:
-        duration = 0.0 if outcome.status is Status.DUPLICATE else time.monotonic() - began
-        options.hooks.finished(Finished(job=job, outcome=outcome, trigger=trigger,
-                                        duration=duration))
-        return outcome
-
     claimed = _claim(conn, job, slot, options, trigger, message_id)
     if claimed is None:
-        return finish(_duplicate(conn, job, slot))
-    run_id, attempt = claimed["run_id"], claimed["attempt"]
-    options.hooks.claimed(Claimed(job=job, scheduled_for=slot, attempt=attempt,
-                                  trigger=trigger, run_id=run_id))
-    return finish(_attempt(conn, job, slot, options, run_id, attempt, work))
+        outcome, duration = _duplicate(conn, job, slot), 0.0
+    else:
+        run_id, attempt = claimed["run_id"], claimed["attempt"]
+        options.hooks.claimed(Claimed(job=job, scheduled_for=slot, attempt=attempt,
+                                      trigger=trigger, run_id=run_id))
+        outcome, after_commit = _attempt(conn, job, slot, options, run_id, attempt, work)
+        duration = time.monotonic() - began  # the time limit is the transaction's
+        if after_commit:
+            outcome = replace(outcome, after_commit_errors=_after_commit(after_commit))
+    options.hooks.finished(Finished(job=job, outcome=outcome, trigger=trigger,
+                                    duration=duration))
+    return outcome
 
 
 def _claim(conn: psycopg.Connection, job: Job, slot: datetime, options: RunOptions,
@@ -167,8 +167,10 @@ def _claim(conn: psycopg.Connection, job: Job, slot: datetime, options: RunOptio
 
 
 def _attempt(conn: psycopg.Connection, job: Job, slot: datetime, options: RunOptions,
-             run_id: int, attempt: int, work: Work | None) -> RunOutcome:
-    """The claimed attempt: pause, parameters, then the work under the job's lock."""
+             run_id: int, attempt: int, work: Work | None,
+             ) -> tuple[RunOutcome, list[Callable[[], None]]]:
+    """The claimed attempt: pause, parameters, then the work under the job's lock; its
+    outcome, and the after-commit steps a success leaves to run."""
     sql = queries("runs.sql")
 
     def outcome(status: Status, **details) -> RunOutcome:
@@ -178,7 +180,7 @@ def _attempt(conn: psycopg.Connection, job: Job, slot: datetime, options: RunOpt
     controls = conn.execute(sql["job_settings"], {"job": job.name}).fetchone() or {}
     if controls.get("paused"):
         _finish(conn, run_id, Status.SKIPPED, skip_reason="paused")
-        return outcome(Status.SKIPPED, reason="paused")
+        return outcome(Status.SKIPPED, reason="paused"), []
 
     try:
         context = RunContext(job=job, scheduled_for=slot, timezone=options.timezone,
@@ -197,14 +199,12 @@ def _attempt(conn: psycopg.Connection, job: Job, slot: datetime, options: RunOpt
     except _LockHeld:
         reason = f"locked: another run of {job.name} holds its lock"
         _finish(conn, run_id, Status.SKIPPED, skip_reason=reason)
-        return outcome(Status.SKIPPED, reason=reason)
+        return outcome(Status.SKIPPED, reason=reason), []
     except Exception as error:
         message = f"{type(error).__name__}: {error}".strip()
         return outcome(Status.FAILED, error=_record_failure(conn, run_id, message),
-                       exception=error)
-
-    return outcome(Status.SUCCEEDED, result=result,
-                   after_commit_errors=_after_commit(context._after_commit))
+                       exception=error), []
+    return outcome(Status.SUCCEEDED, result=result), context._after_commit
 
 
 def _after_commit(steps: list[Callable[[], None]]) -> tuple[BaseException, ...]:
