@@ -11,7 +11,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from devtools.embedded import EmbeddedPostgres, EmbeddedRedis
-from workers.engine.db import apply_schema
+from workers.engine.schema import apply_schema
 
 #: Server settings of the bench cluster: sized like a production server for a million
 #: calls (the defaults' 128 MB of shared buffers and 1 GB of WAL between checkpoints

@@ -13,6 +13,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from workers.schedule import JOBS
+from workers.settings import DEFAULT_HEARTBEAT_SLACK, DEFAULT_MAX_CALL_MINUTES
 
 SQL_FILE = Path(__file__).with_name("checks.sql")
 _NAME_LINE = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
@@ -27,10 +28,14 @@ def queries() -> dict[str, str]:
 
 
 def judge(url: str, *, start: datetime, final: datetime, heartbeat: timedelta,
-          timezone: str, billing_jobs: list[str] | None = None) -> tuple[list[dict], dict]:
+          timezone: str, slack: timedelta = timedelta(seconds=DEFAULT_HEARTBEAT_SLACK),
+          max_minutes: int = DEFAULT_MAX_CALL_MINUTES,
+          billing_jobs: list[str] | None = None) -> tuple[list[dict], dict]:
     """(violations, description). Each violation names its check and the rows' columns.
+    The billing rules are the workers' (`heartbeat`, `slack`, `max_minutes`);
     `billing_jobs` are the names of the billing jobs (BILLING_SHARDS's, by default)."""
     params = {"start": start, "final": final, "heartbeat": heartbeat, "timezone": timezone,
+              "slack": slack, "max_minutes": max_minutes,
               "billing_jobs": billing_jobs or billing_job_names()}
     violations, description = [], {}
     with psycopg.connect(url, row_factory=dict_row, connect_timeout=10) as conn:

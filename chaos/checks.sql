@@ -1,12 +1,14 @@
 -- The invariants of a chaos run, checked from the database alone once the storm has
 -- settled (chaos.checks runs them in one read-only REPEATABLE READ transaction). Each
 -- named query returns one row per violation: none is the goal. Parameters: %(final)s, the
--- logical time of the final tick; %(heartbeat)s, the heartbeat timeout; %(timezone)s,
--- APP_TIMEZONE. Queries named summary_* are not invariants: they describe the run.
+-- logical time of the final tick; %(heartbeat)s, the heartbeat timeout; %(slack)s, the
+-- heartbeat slack; %(max_minutes)s, the maximum call length; %(timezone)s, APP_TIMEZONE.
+-- Queries named summary_* are not invariants: they describe the run.
 --
 -- Minute k of a call starts at start_time + (k - 1) minutes; the minutes it has paid are
--- its spend rows. The arithmetic is written out here rather than taken from
--- ongoing_calls_at(), so that the rule is checked, not repeated.
+-- its spend rows. A minute is owed when it has started, before its parties' last sighting
+-- + the slack, within the maximum length. The arithmetic is written out here rather than
+-- taken from ongoing_calls_at(), so that the rule is checked, not repeated.
 
 -- 1. Every (call, minute) charged at most once; every owed minute charged -----------------
 
@@ -39,54 +41,69 @@ GROUP BY call_id
 HAVING min(call_minute) <> 1 OR max(call_minute) <> count(*);
 
 -- name: ended_call_minutes
--- An ended call paid exactly the minutes it owed at its end: every minute started by
--- end_time when it was hung up ('completed') or expired; every minute started before
--- end_time, the instant its party went silent, for a heartbeat timeout (minute 1 always).
--- The one exception is a call ended for insufficient coins: it ended at a tick that found
--- a started minute it could not pay, so it paid fewer than it owed at its end, never as
--- many. Status and end reason agree, and the end is not before the start.
+-- An ended call paid exactly the minutes it owed at its end, by the sighting its billing
+-- closed on (parties_last_seen): started by end_time when it was hung up ('completed') or
+-- expired; started before end_time when a party went silent (it ended at the sighting +
+-- the slack) or it reached its maximum length (minute 1 always). The exceptions: a call
+-- ended for insufficient coins paid fewer than it owed (it ended at a tick that found an
+-- owed minute it could not pay, never as many); a call the API's hang-up ended ('api')
+-- paid what it owed as far as its caller's coins covered, never more. Status and end
+-- reason agree, and the end is not before the start.
 WITH ended AS (
     SELECT c.call_id, c.status, c.end_reason, c.start_time, c.end_time,
            (SELECT count(*) FROM user_transactions t
             WHERE t.tx_type = 'spend' AND t.call_id = c.call_id) AS paid,
-           CASE WHEN c.end_reason = 'heartbeat_timeout'
-                THEN greatest(1, ceil(extract(epoch FROM c.end_time - c.start_time) / 60))
-                ELSE floor(extract(epoch FROM c.end_time - c.start_time) / 60) + 1
-           END::integer AS due
+           least(CASE WHEN c.end_reason IN ('completed', 'expired', 'insufficient_coins')
+                      THEN floor(extract(epoch FROM c.end_time - c.start_time) / 60) + 1
+                      ELSE greatest(1, ceil(extract(epoch FROM c.end_time - c.start_time)
+                                            / 60))
+                 END,
+                 ceil(extract(epoch FROM greatest(c.start_time, c.parties_last_seen)
+                                         + %(slack)s - c.start_time) / 60),
+                 %(max_minutes)s)::integer AS due
     FROM user_calls c
     WHERE c.status <> 'ongoing'
 )
 SELECT call_id, status, end_reason, start_time, end_time, paid, due
 FROM ended
-WHERE end_time IS NULL OR end_time < start_time
+WHERE end_time IS NULL OR end_time < start_time OR due IS NULL
    OR (status, coalesce(end_reason, '')) NOT IN (('completed', 'completed'),
                                                  ('dropped', 'insufficient_coins'),
                                                  ('dropped', 'heartbeat_timeout'),
-                                                 ('dropped', 'expired'))
-   OR CASE WHEN end_reason = 'insufficient_coins' THEN paid >= due ELSE paid <> due END;
+                                                 ('dropped', 'max_duration'),
+                                                 ('dropped', 'expired'),
+                                                 ('completed', 'api'), ('dropped', 'api'))
+   OR CASE WHEN end_reason = 'insufficient_coins' THEN paid >= due
+           WHEN end_reason = 'api' THEN paid > due OR paid < 1
+           ELSE paid <> due END;
 
 -- name: ongoing_call_minutes
--- A call still ongoing after the final tick has paid every minute started by then (and
--- none beyond); none of its parties has been silent past the heartbeat timeout and no
--- busy_until of theirs has passed (the final tick and call_cleanup end such calls).
+-- A call still ongoing after the final tick has paid every minute owed by then (and none
+-- beyond); none of its parties has been silent past the heartbeat timeout, it is not past
+-- its maximum length, and no busy_until of theirs has passed (the final tick and
+-- call_cleanup end such calls).
 WITH ongoing AS (
-    SELECT c.call_id, c.start_time,
+    SELECT c.call_id, c.start_time, s.seen,
            (SELECT count(*) FROM user_transactions t
             WHERE t.tx_type = 'spend' AND t.call_id = c.call_id) AS paid,
-           (floor(extract(epoch FROM %(final)s - c.start_time) / 60) + 1)::integer AS due,
-           greatest(c.start_time, least(coalesce(caller.last_seen, '-infinity'),
-                                        coalesce(listener.last_seen, '-infinity')))
-               + %(heartbeat)s AS silent_since,
+           least(floor(extract(epoch FROM %(final)s - c.start_time) / 60) + 1,
+                 ceil(extract(epoch FROM s.seen + %(slack)s - c.start_time) / 60),
+                 %(max_minutes)s)::integer AS due,
            least(caller.busy_until, listener.busy_until) AS busy_until
     FROM user_calls c
     LEFT JOIN user_status caller ON caller.user_id = c.user_id
     LEFT JOIN user_status listener ON listener.user_id = c.listener_id
+    CROSS JOIN LATERAL (
+        SELECT greatest(c.start_time, least(coalesce(caller.last_seen, '-infinity'),
+                                            coalesce(listener.last_seen, '-infinity'))) AS seen
+    ) s
     WHERE c.status = 'ongoing'
 )
-SELECT call_id, start_time, paid, due, silent_since, busy_until
+SELECT call_id, start_time, paid, due, seen, busy_until
 FROM ongoing
 WHERE start_time > %(final)s OR paid <> due
-   OR silent_since < %(final)s OR busy_until < %(final)s;
+   OR seen + %(heartbeat)s < %(final)s OR busy_until < %(final)s
+   OR start_time + %(max_minutes)s * interval '1 minute' <= %(final)s;
 
 -- 2. Per wallet: balance = purchases - spends, never negative ----------------------------
 
@@ -160,9 +177,11 @@ WHERE c.status = 'ongoing'
                   WHERE t.tx_type = 'earn' AND t.call_id = c.call_id));
 
 -- name: call_paid_more_than_once
--- A settled call has at most one earn row, into its listener's wallet, for exactly what
--- the call records as earned; and every earn row pays a settled call.
-SELECT c.call_id, count(t.transaction_id) AS earn_rows, c.listener_money_earned,
+-- A call these workers paid has one earn row, into its listener's wallet, for exactly its
+-- pay (listener_pay); a call the API's own hang-up paid ('paid_by' api) has none of ours;
+-- and every earn row naming a call pays a settled call. (The API's earn rows name no
+-- call: they are the coins its hang-up credits.)
+SELECT c.call_id, c.paid_by, count(t.transaction_id) AS earn_rows, c.listener_pay,
        coalesce(sum(t.money_change), 0) AS earned
 FROM user_calls c
 LEFT JOIN user_transactions t ON t.tx_type = 'earn' AND t.call_id = c.call_id
@@ -170,26 +189,29 @@ LEFT JOIN user_wallets w ON w.wallet_id = t.wallet_id
 WHERE c.settled_at IS NOT NULL
 GROUP BY c.call_id
 HAVING count(t.transaction_id) > 1
-    OR c.listener_money_earned <> coalesce(sum(t.money_change), 0)
+    OR coalesce(c.paid_by, '') NOT IN ('workers', 'api')
+    OR CASE c.paid_by WHEN 'api' THEN 0 ELSE c.listener_pay END
+       <> coalesce(sum(t.money_change), 0)
     OR coalesce(bool_or(w.user_id <> c.listener_id), false)
 UNION ALL
-SELECT t.call_id, 1, NULL, t.money_change
+SELECT t.call_id, NULL, 1, NULL, t.money_change
 FROM user_transactions t
 LEFT JOIN user_calls c ON c.call_id = t.call_id
-WHERE t.tx_type = 'earn' AND c.settled_at IS NULL;
+WHERE t.tx_type = 'earn' AND t.call_id IS NOT NULL AND c.settled_at IS NULL;
 
 -- name: call_paid_wrong_rate
--- A settled call earned its paid minutes times its listener's badge rate for the call's
--- type on the call's local start date (basic without a badge row for that date).
+-- A settled call's pay is its paid minutes times its listener's badge rate for the call's
+-- type on the call's local start date (basic without a badge row for that date), exactly,
+-- whoever paid it.
 SELECT c.call_id, c.listener_id, (c.start_time AT TIME ZONE %(timezone)s)::date AS local_date,
        coalesce(b.badge, 'basic') AS badge, c.coins_spent / call_rate(c.call_type) AS minutes,
-       c.listener_money_earned
+       c.listener_pay
 FROM user_calls c
 CROSS JOIN (SELECT * FROM badge_levels WHERE badge = 'basic') basic
 LEFT JOIN listener_badges b ON b.listener_id = c.listener_id
                            AND b.date = (c.start_time AT TIME ZONE %(timezone)s)::date
 WHERE c.settled_at IS NOT NULL
-  AND c.listener_money_earned <> (c.coins_spent / call_rate(c.call_type))
+  AND c.listener_pay IS DISTINCT FROM (c.coins_spent / call_rate(c.call_type))
       * CASE c.call_type
             WHEN 'audio' THEN coalesce(b.audio_rate_per_minute, basic.audio_rate_per_minute)
             ELSE coalesce(b.video_rate_per_minute, basic.video_rate_per_minute)

@@ -29,7 +29,7 @@ from chaos.faults import KINDS, Injector, plan
 from chaos.processes import WORKER_READY, Child, dramatiq_worker, python_module
 from chaos.servers import HarnessError, Servers
 from chaos.traffic import populate
-from workers.engine.db import apply_schema
+from workers.engine.schema import apply_schema
 from workers.schedule import JOBS
 
 #: Longest wait for a dramatiq worker to boot (seconds).

@@ -12,7 +12,10 @@
 -- copied so a later change of badge_levels never reprices a past day. The day bounds are
 -- computed here from the local dates, so a 23- or 25-hour DST day is exactly that long.
 -- A listener who already holds a badge for D keeps it as is: re-running a day, or
--- backfilling it after its calls changed, writes nothing.
+-- backfilling it after its calls changed, writes nothing. An active listener has the
+-- listener role (active there) and an active account (user_status.is_active: the API
+-- deactivates through it), and an account that existed on D: a listener gets no badge for
+-- a day before they registered (a catch-up of a week on a fresh install backfills none).
 WITH day AS (
     SELECT (%(day)s::date - 1)::timestamp AT TIME ZONE %(tz)s AS starts,
            %(day)s::date::timestamp AT TIME ZONE %(tz)s AS ends
@@ -20,14 +23,13 @@ WITH day AS (
 talked AS (
     SELECT r.user_id AS listener_id,
            coalesce(sum(c.duration_seconds), 0) AS seconds
-    FROM user_roles r
+    FROM active_listeners_on(%(day)s::date, %(tz)s) r
     CROSS JOIN day
     LEFT JOIN user_calls c
            ON c.listener_id = r.user_id
           AND c.status IN ('completed', 'dropped')
           AND c.start_time >= day.starts
           AND c.start_time < day.ends
-    WHERE r.role = 'listener' AND r.active
     GROUP BY r.user_id
 )
 INSERT INTO listener_badges (listener_id, date, badge, audio_rate_per_minute,
@@ -51,9 +53,8 @@ SELECT count(*) AS total_listeners,
        count(*) FILTER (WHERE b.badge = 'bronze') AS bronze_assigned,
        count(*) FILTER (WHERE b.badge = 'silver') AS silver_assigned,
        count(*) FILTER (WHERE b.badge = 'gold') AS gold_assigned
-FROM user_roles r
-LEFT JOIN listener_badges b ON b.listener_id = r.user_id AND b.date = %(day)s::date
-WHERE r.role = 'listener' AND r.active;
+FROM active_listeners_on(%(day)s::date, %(tz)s) r
+LEFT JOIN listener_badges b ON b.listener_id = r.user_id AND b.date = %(day)s::date;
 
 -- name: mark_badge_day
 -- Day D's badges are assigned: its calls can now be settled at its rates.

@@ -1,9 +1,17 @@
--- saathii-workers schema, applied by `python -m workers db init`.
+-- saathii-workers schema, applied by `python -m workers db init` (workers.engine.schema).
 --
 -- Idempotent and additive: every statement creates what is missing and never drops,
--- renames or rewrites. An existing Saathii database adopts the workers by running it:
--- the API's tables keep their names and columns; columns we add have defaults, so the
--- API's inserts keep working. Constraints that money needs are added by name, once.
+-- renames or rewrites the API's tables or columns. An existing Saathii database adopts
+-- the workers by running it: the API's tables keep their names and columns; columns we
+-- add have defaults, so the API's inserts keep working. Constraints that money needs are
+-- added by name, once.
+--
+-- It runs on a live database beside the API, one statement at a time, each its own
+-- transaction with a short lock_timeout (retried when it runs out), so that no API
+-- query waits long behind it: a statement that needs a table lock takes it for a moment
+-- and does no work under it (columns with constant defaults, constraints added NOT VALID
+-- and validated later under a lock that lets writes through, indexes built
+-- CONCURRENTLY, backfills by index after the lock is gone).
 
 -- Helpers of this script (temporary: gone with the session). Each checks the catalog
 -- first and alters a table only when something is missing, because ALTER TABLE takes an
@@ -18,21 +26,20 @@ BEGIN
     END IF;
 END $$;
 
-CREATE OR REPLACE FUNCTION pg_temp.add_index(name text, definition text,
-                                             is_unique boolean DEFAULT false)
-RETURNS void LANGUAGE plpgsql AS $$
-BEGIN
-    IF to_regclass(name) IS NULL THEN
-        EXECUTE format('CREATE %s INDEX %I ON %s',
-                       CASE WHEN is_unique THEN 'UNIQUE' ELSE '' END, name, definition);
-    END IF;
-END $$;
-
+-- A constraint is added NOT VALID: its lock is held for a moment, and no row is read
+-- under it; validate_constraints() below then checks the rows without blocking writes.
+-- (db init first counts the rows each missing CHECK would refuse, and stops, naming them,
+-- before anything is applied.)
+CREATE TEMPORARY TABLE IF NOT EXISTS unvalidated (tbl regclass, name text);
 CREATE OR REPLACE FUNCTION pg_temp.add_constraint(tbl regclass, name text, definition text)
 RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = tbl AND conname = name) THEN
-        EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I %s', tbl, name, definition);
+        EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I %s NOT VALID', tbl, name, definition);
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_constraint
+               WHERE conrelid = tbl AND conname = name AND NOT convalidated) THEN
+        INSERT INTO unvalidated VALUES (tbl, name);
     END IF;
 END $$;
 
@@ -42,7 +49,8 @@ CREATE OR REPLACE FUNCTION pg_temp.set_storage(tbl regclass, parameter text, val
 RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_class
-                   WHERE oid = tbl AND format('%s=%s', parameter, value) = ANY(reloptions)) THEN
+                   WHERE oid = tbl
+                     AND format('%s=%s', parameter, value) = ANY(reloptions)) THEN
         EXECUTE format('ALTER TABLE %s SET (%s = %s)', tbl, parameter, value);
     END IF;
 END $$;
@@ -124,6 +132,9 @@ CREATE TABLE IF NOT EXISTS listener_badges (
 SELECT pg_temp.add_column('user_roles', 'active', 'boolean NOT NULL DEFAULT true');
 SELECT pg_temp.add_column('user_status', 'busy_until', 'timestamptz');
 SELECT pg_temp.add_column('user_status', 'is_active', 'boolean NOT NULL DEFAULT true');
+-- When presence_cleanup set the user offline (schema 8): only such a user is brought back
+-- online when seen again, never one the API's logout set offline.
+SELECT pg_temp.add_column('user_status', 'offline_marked_at', 'timestamptz');
 
 -- Every table has created_at and updated_at.
 SELECT pg_temp.add_column('users', 'created_at', 'timestamptz NOT NULL DEFAULT now()');
@@ -132,14 +143,18 @@ SELECT pg_temp.add_column('user_roles', 'created_at', 'timestamptz NOT NULL DEFA
 SELECT pg_temp.add_column('user_roles', 'updated_at', 'timestamptz NOT NULL DEFAULT now()');
 SELECT pg_temp.add_column('user_wallets', 'created_at', 'timestamptz NOT NULL DEFAULT now()');
 SELECT pg_temp.add_column('user_wallets', 'updated_at', 'timestamptz NOT NULL DEFAULT now()');
-SELECT pg_temp.add_column('user_transactions', 'created_at', 'timestamptz NOT NULL DEFAULT now()');
-SELECT pg_temp.add_column('user_transactions', 'updated_at', 'timestamptz NOT NULL DEFAULT now()');
+SELECT pg_temp.add_column('user_transactions', 'created_at',
+                          'timestamptz NOT NULL DEFAULT now()');
+SELECT pg_temp.add_column('user_transactions', 'updated_at',
+                          'timestamptz NOT NULL DEFAULT now()');
 SELECT pg_temp.add_column('user_status', 'created_at', 'timestamptz NOT NULL DEFAULT now()');
 SELECT pg_temp.add_column('user_status', 'updated_at', 'timestamptz NOT NULL DEFAULT now()');
 SELECT pg_temp.add_column('user_calls', 'created_at', 'timestamptz NOT NULL DEFAULT now()');
 SELECT pg_temp.add_column('user_calls', 'updated_at', 'timestamptz NOT NULL DEFAULT now()');
-SELECT pg_temp.add_column('listener_badges', 'created_at', 'timestamptz NOT NULL DEFAULT now()');
-SELECT pg_temp.add_column('listener_badges', 'updated_at', 'timestamptz NOT NULL DEFAULT now()');
+SELECT pg_temp.add_column('listener_badges', 'created_at',
+                          'timestamptz NOT NULL DEFAULT now()');
+SELECT pg_temp.add_column('listener_badges', 'updated_at',
+                          'timestamptz NOT NULL DEFAULT now()');
 
 -- Money constraints: the database refuses what must never happen. Added by name so a
 -- second init skips them; on an existing database with offending rows, init stops and
@@ -154,15 +169,17 @@ SELECT pg_temp.add_constraint('user_calls', 'coins_spent_never_negative',
                               'CHECK (coins_spent >= 0)');
 SELECT pg_temp.add_constraint('user_calls', 'listener_money_earned_never_negative',
                               'CHECK (listener_money_earned >= 0)');
-SELECT pg_temp.add_constraint('user_calls', 'caller_is_not_listener',
-                              'CHECK (user_id <> listener_id)');
 SELECT pg_temp.add_constraint('listener_badges', 'badge_rates_positive',
-                              'CHECK (audio_rate_per_minute > 0 AND video_rate_per_minute > 0)');
+    'CHECK (audio_rate_per_minute > 0 AND video_rate_per_minute > 0)');
 
-SELECT pg_temp.add_index('user_calls_ongoing', 'user_calls (call_id) WHERE status = ''ongoing''');
-SELECT pg_temp.add_index('user_calls_listener_start', 'user_calls (listener_id, start_time)');
-SELECT pg_temp.add_index('user_status_last_seen', 'user_status (last_seen)');
-SELECT pg_temp.add_index('user_transactions_wallet', 'user_transactions (wallet_id)');
+CREATE INDEX CONCURRENTLY IF NOT EXISTS user_calls_ongoing
+    ON user_calls (call_id)
+    WHERE status = 'ongoing';
+CREATE INDEX CONCURRENTLY IF NOT EXISTS user_calls_listener_start
+    ON user_calls (listener_id, start_time);
+CREATE INDEX CONCURRENTLY IF NOT EXISTS user_status_last_seen ON user_status (last_seen);
+CREATE INDEX CONCURRENTLY IF NOT EXISTS user_transactions_wallet
+    ON user_transactions (wallet_id);
 
 -- Prices, pay and the ledger's keys ---------------------------------------------------
 
@@ -193,34 +210,61 @@ RETURNS timestamptz LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
                            + (coins_spent / call_rate(call_type) - 1) * interval '1 minute')
 $$;
 
+-- Calls that were ongoing when `db init` first adopted an existing database, their parties
+-- unseen for longer than the heartbeat timeout: the workers never bill them (their minutes
+-- are from before the workers, and nothing shows they were talked). `python -m workers
+-- adopted-calls` lists them and ends them, uncharged, when an operator decides to.
+CREATE TABLE IF NOT EXISTS adopted_calls (
+    call_id         integer PRIMARY KEY,  -- no foreign key: the API deletes calls
+    held_at         timestamptz NOT NULL DEFAULT now(),
+    -- Their parties' last sighting when adopted, and what billing them then would have
+    -- charged (every owed minute, within the maximum length).
+    last_seen       timestamptz,
+    coins_at_stake  bigint NOT NULL CHECK (coins_at_stake >= 0),
+    ended_at        timestamptz,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    updated_at      timestamptz NOT NULL DEFAULT now()
+);
+
 -- Where each ongoing call stands at logical time `as_of`: its rate, the minutes it has
--- paid (coins_spent / rate) and the minutes it has started, so owes (minute k starts at
--- start_time + (k - 1) minutes; minute 1 at once). A party not seen for longer than
--- `heartbeat` went silent at its last sighting + `heartbeat` (never before the call
--- started): the call then owes only the minutes started before that instant, and ends
--- there. Calls that start after `as_of` (a late tick) are not there yet.
-CREATE OR REPLACE FUNCTION ongoing_calls_at(as_of timestamptz, heartbeat interval)
+-- paid (coins_spent / rate) and the minutes it owes. Minute k starts at start_time +
+-- (k - 1) minutes (minute 1 at once) and is owed once it has started, if
+-- - its parties were seen near its start: it starts before their last sighting (the
+--   earlier of the two parties' last_seen, never before the call started) + `slack`.
+--   A minute whose parties have not been seen since is not owed yet: a later sighting
+--   makes it owed, and a tick defers it, never charges it to take it back;
+-- - and the call is not past its maximum length, `max_minutes`.
+-- A call whose parties have not been seen for longer than `heartbeat` is silent: it is
+-- decided then, and ends at the sighting + `slack` (silent_end), owing only the minutes
+-- started before that. A call reaches its maximum length at max_end. Calls that start
+-- after `as_of` (a late tick) are not there yet; calls held since adoption
+-- (adopted_calls) are the operator's.
+DROP FUNCTION IF EXISTS ongoing_calls_at(timestamptz, interval);
+CREATE OR REPLACE FUNCTION ongoing_calls_at(as_of timestamptz, heartbeat interval,
+                                            slack interval, max_minutes integer)
 RETURNS TABLE (call_id integer, caller_id integer, listener_id integer,
-               start_time timestamptz, rate integer, paid bigint, silent boolean,
-               silent_since timestamptz, due integer)
+               start_time timestamptz, rate integer, paid bigint, seen timestamptz,
+               silent boolean, silent_end timestamptz, max_end timestamptz,
+               over_max boolean, due integer)
 LANGUAGE sql STABLE AS $$
     SELECT c.call_id, c.user_id, c.listener_id, c.start_time, r.rate,
-           c.coins_spent / r.rate, h.silent_since < as_of, h.silent_since,
-           CASE WHEN h.silent_since < as_of
-                THEN greatest(1, ceil(extract(epoch FROM h.silent_since - c.start_time) / 60))
-                ELSE floor(extract(epoch FROM as_of - c.start_time) / 60) + 1
-           END::integer
+           c.coins_spent / r.rate, h.seen, h.seen + heartbeat < as_of, h.seen + slack,
+           m.max_end, m.max_end <= as_of,
+           least(floor(extract(epoch FROM as_of - c.start_time) / 60) + 1,
+                 ceil(extract(epoch FROM least(h.seen + slack, m.max_end) - c.start_time)
+                      / 60))::integer
     FROM user_calls c
     LEFT JOIN user_status caller ON caller.user_id = c.user_id
     LEFT JOIN user_status listener ON listener.user_id = c.listener_id
     CROSS JOIN LATERAL (SELECT call_rate(c.call_type) AS rate) r
     CROSS JOIN LATERAL (
-        SELECT greatest(c.start_time,
-                        least(coalesce(caller.last_seen, '-infinity'),
-                              coalesce(listener.last_seen, '-infinity'))) + heartbeat
-               AS silent_since
+        SELECT greatest(c.start_time, least(coalesce(caller.last_seen, '-infinity'),
+                                            coalesce(listener.last_seen, '-infinity')))
+               AS seen
     ) h
+    CROSS JOIN LATERAL (SELECT c.start_time + max_minutes * interval '1 minute' AS max_end) m
     WHERE c.status = 'ongoing' AND c.start_time <= as_of
+      AND c.call_id NOT IN (SELECT a.call_id FROM adopted_calls a)
 $$;
 
 -- The daily badges: the minutes a listener must have talked on the previous local day,
@@ -240,6 +284,19 @@ VALUES ('basic', 0, 1.00, 6.00), ('bronze', 180, 1.25, 7.00), ('silver', 360, 1.
        ('gold', 540, 1.80, 10.00)
 ON CONFLICT (badge) DO NOTHING;
 
+-- The listeners who hold a badge for local day `day`: the listener role, active there; an
+-- active account (user_status.is_active: the API deactivates accounts through it); and
+-- an account that existed on that day (created before it ended, in `tz`).
+CREATE OR REPLACE FUNCTION active_listeners_on(day date, tz text)
+RETURNS TABLE (user_id integer) LANGUAGE sql STABLE AS $$
+    SELECT r.user_id
+    FROM user_roles r
+    JOIN users u ON u.user_id = r.user_id
+    LEFT JOIN user_status s ON s.user_id = r.user_id
+    WHERE r.role = 'listener' AND r.active AND coalesce(s.is_active, true)
+      AND coalesce(u.created_at, '-infinity') < (day + 1)::timestamp AT TIME ZONE tz
+$$;
+
 -- The local days whose badges have been assigned. A call is settled only once its local
 -- start day is here: it is paid at that day's badge rate, never at 'basic' for want of a
 -- badge that the 00:01 run (or its catch-up) assigns a moment later.
@@ -252,38 +309,130 @@ CREATE TABLE IF NOT EXISTS badge_days (
 
 -- Which call and which of its minutes a 'spend' pays, which call an 'earn' settles. The
 -- API sets them for the minute 1 it charges; the workers for everything they write.
-SELECT pg_temp.add_column('user_transactions', 'call_id',
-                          'integer REFERENCES user_calls (call_id)');
-SELECT pg_temp.add_column('user_transactions', 'call_minute',
-                          'integer CHECK (call_minute >= 1)');
+-- (Plain columns, their constraints added apart: a column added with one reads every row
+-- under the ALTER's lock.)
+SELECT pg_temp.add_column('user_transactions', 'call_id', 'integer');
+SELECT pg_temp.add_constraint('user_transactions', 'user_transactions_call_id_fkey',
+    'FOREIGN KEY (call_id) REFERENCES user_calls (call_id) ON DELETE SET NULL');
+SELECT pg_temp.add_column('user_transactions', 'call_minute', 'integer');
+SELECT pg_temp.add_constraint('user_transactions', 'user_transactions_call_minute_check',
+                              'CHECK (call_minute >= 1)');
 -- Exactly once, by construction: a (call, minute) is charged at most once, a call is
 -- settled at most once, whoever writes it and however often.
-SELECT pg_temp.add_index('user_transactions_one_spend_per_call_minute',
-                         'user_transactions (call_id, call_minute) WHERE tx_type = ''spend''',
-                         true);
-SELECT pg_temp.add_index('user_transactions_one_earn_per_call',
-                         'user_transactions (call_id) WHERE tx_type = ''earn''', true);
+CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS user_transactions_one_spend_per_call_minute
+    ON user_transactions (call_id, call_minute)
+    WHERE tx_type = 'spend';
+CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS user_transactions_one_earn_per_call
+    ON user_transactions (call_id)
+    WHERE tx_type = 'earn';
 SELECT pg_temp.add_constraint('user_transactions', 'call_spend_names_its_minute',
     'CHECK (tx_type <> ''spend'' OR call_id IS NULL OR call_minute IS NOT NULL)');
 
--- Why a call ended, and when its listener was paid.
+-- Why a call ended, and when its listener was paid. Calls that ended before the workers
+-- took over were settled by the old system: never pay them a second time. The column is
+-- added with the adoption's time as its default, so that every call there is reads as
+-- settled without a row being written (a constant default rewrites nothing), then has no
+-- default for the calls to come; the few still ongoing, found by their index, are
+-- unsettled again.
 SELECT pg_temp.add_column('user_calls', 'end_reason', 'varchar(30)');
 DO $$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'user_calls'::regclass
                    AND attname = 'settled_at' AND NOT attisdropped) THEN
-        ALTER TABLE user_calls ADD COLUMN settled_at timestamptz;
-        -- Calls that ended before the workers took over were settled by the old system:
-        -- never pay them a second time.
-        UPDATE user_calls SET settled_at = coalesce(end_time, now()) WHERE status <> 'ongoing';
+        EXECUTE format('ALTER TABLE user_calls ADD COLUMN settled_at timestamptz DEFAULT %L',
+                       now());
+        ALTER TABLE user_calls ALTER COLUMN settled_at DROP DEFAULT;
+        UPDATE user_calls SET settled_at = NULL WHERE status = 'ongoing';
     END IF;
 END $$;
-SELECT pg_temp.add_index('user_calls_unsettled',
-                         'user_calls (call_id) WHERE status <> ''ongoing'' AND settled_at IS NULL');
-SELECT pg_temp.add_index('user_calls_caller_ongoing',
-                         'user_calls (user_id) WHERE status = ''ongoing''');
-SELECT pg_temp.add_index('user_calls_listener_ongoing',
-                         'user_calls (listener_id) WHERE status = ''ongoing''');
+CREATE INDEX CONCURRENTLY IF NOT EXISTS user_calls_unsettled
+    ON user_calls (call_id)
+    WHERE status <> 'ongoing' AND settled_at IS NULL;
+-- What the workers record of a call's billing and pay (schema 8): the sighting of its
+-- parties its billing closed on; its listener's pay, exact, in rupees (the API keeps
+-- listener_money_earned as whole rupees); and who paid it: these workers (an 'earn' row
+-- into withdrawable_money) or the API's own hang-up (coins into balance_coins).
+SELECT pg_temp.add_column('user_calls', 'parties_last_seen', 'timestamptz');
+SELECT pg_temp.add_column('user_calls', 'listener_pay', 'numeric(12, 2)');
+SELECT pg_temp.add_column('user_calls', 'paid_by', 'varchar(10)');
+SELECT pg_temp.add_constraint('user_calls', 'user_calls_paid_by_check',
+                              'CHECK (paid_by IN (''workers'', ''api''))');
+-- Whether the API's minute-1 spend row (it names no call) has been linked to the call.
+-- The calls there are when the column is added read true (by its default then, without a
+-- row written) but for those not settled yet: old settled calls are never looked at
+-- again.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'user_calls'::regclass
+                   AND attname = 'first_minute_linked' AND NOT attisdropped) THEN
+        ALTER TABLE user_calls ADD COLUMN first_minute_linked boolean NOT NULL DEFAULT true;
+        ALTER TABLE user_calls ALTER COLUMN first_minute_linked SET DEFAULT false;
+        UPDATE user_calls SET first_minute_linked = false
+        WHERE status = 'ongoing' OR settled_at IS NULL;
+    END IF;
+END $$;
+CREATE INDEX CONCURRENTLY IF NOT EXISTS user_calls_first_minute_unlinked
+    ON user_calls (call_id)
+    WHERE NOT first_minute_linked;
+
+-- A constraint of ours that an API route can break after it has written money fails it
+-- half-done (it writes without a transaction): the API debits minute 1 before it inserts
+-- the call, so a check that refused a caller calling themselves lost those coins. Such
+-- checks are not kept (see README, Beside the Saathii API).
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'caller_is_not_listener'
+               AND conrelid = 'user_calls'::regclass) THEN
+        ALTER TABLE user_calls DROP CONSTRAINT caller_is_not_listener;
+    END IF;
+END $$;
+-- The API deletes an account's calls (users cascade): a spend or earn row of the other
+-- party then loses its call_id rather than stopping the deletion half-way.
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'user_transactions_call_id_fkey'
+               AND conrelid = 'user_transactions'::regclass AND confdeltype <> 'n') THEN
+        ALTER TABLE user_transactions DROP CONSTRAINT user_transactions_call_id_fkey;
+        ALTER TABLE user_transactions ADD CONSTRAINT user_transactions_call_id_fkey
+            FOREIGN KEY (call_id) REFERENCES user_calls (call_id) ON DELETE SET NULL NOT VALID;
+        INSERT INTO unvalidated VALUES ('user_transactions', 'user_transactions_call_id_fkey');
+    END IF;
+END $$;
+
+-- Calls someone else ended (the API's hang-up: no end_reason of ours) whose billing is
+-- not closed yet: the minutes they owe up to their end, by the rules above: started
+-- before end_time and before their parties' last sighting + `slack`, within the maximum
+-- length (minute 1 always).
+CREATE OR REPLACE FUNCTION ended_calls_owing(slack interval, max_minutes integer)
+RETURNS TABLE (call_id integer, caller_id integer, listener_id integer,
+               start_time timestamptz, rate integer, paid bigint, seen timestamptz,
+               due integer)
+LANGUAGE sql STABLE AS $$
+    SELECT c.call_id, c.user_id, c.listener_id, c.start_time, r.rate,
+           c.coins_spent / r.rate, h.seen,
+           greatest(1, ceil(extract(epoch FROM least(c.end_time, h.seen + slack,
+                                                       c.start_time + max_minutes
+                                                                      * interval '1 minute')
+                                                 - c.start_time) / 60))::integer
+    FROM user_calls c
+    LEFT JOIN user_status caller ON caller.user_id = c.user_id
+    LEFT JOIN user_status listener ON listener.user_id = c.listener_id
+    CROSS JOIN LATERAL (SELECT call_rate(c.call_type) AS rate) r
+    CROSS JOIN LATERAL (
+        SELECT greatest(c.start_time, least(coalesce(caller.last_seen, '-infinity'),
+                                            coalesce(listener.last_seen, '-infinity')))
+               AS seen
+    ) h
+    WHERE c.status <> 'ongoing' AND c.settled_at IS NULL AND c.end_reason IS NULL
+      AND c.end_time IS NOT NULL
+$$;
+
+CREATE INDEX CONCURRENTLY IF NOT EXISTS user_calls_caller_ongoing
+    ON user_calls (user_id)
+    WHERE status = 'ongoing';
+CREATE INDEX CONCURRENTLY IF NOT EXISTS user_calls_listener_ongoing
+    ON user_calls (listener_id)
+    WHERE status = 'ongoing';
 
 -- Room on every page for the next version of its rows. A billing tick rewrites each
 -- ongoing call (coins_spent) and its caller's wallet every minute; with free space on the
@@ -304,7 +453,8 @@ CREATE TABLE IF NOT EXISTS job_runs (
     job            text NOT NULL,
     scheduled_for  timestamptz NOT NULL,
     status         text NOT NULL
-                   CHECK (status IN ('running', 'succeeded', 'failed', 'skipped', 'abandoned')),
+                   CHECK (status IN ('running', 'succeeded', 'failed', 'skipped',
+                                     'abandoned')),
     attempt        integer NOT NULL DEFAULT 1 CHECK (attempt >= 1),
     trigger        text NOT NULL DEFAULT 'schedule',
     message_id     text,
@@ -327,8 +477,10 @@ CREATE TABLE IF NOT EXISTS job_runs (
     UNIQUE (job, scheduled_for)
 );
 
-SELECT pg_temp.add_index('job_runs_latest', 'job_runs (job, started_at DESC)');
-SELECT pg_temp.add_index('job_runs_running', 'job_runs (job) WHERE status = ''running''');
+CREATE INDEX CONCURRENTLY IF NOT EXISTS job_runs_latest ON job_runs (job, started_at DESC);
+CREATE INDEX CONCURRENTLY IF NOT EXISTS job_runs_running
+    ON job_runs (job)
+    WHERE status = 'running';
 
 -- Operator controls per job: pause, and overrides of the job's parameters.
 CREATE TABLE IF NOT EXISTS job_settings (
@@ -344,10 +496,23 @@ CREATE TABLE IF NOT EXISTS job_settings (
 -- defaults to (schema 7): an override under its old name keeps its value, unless one
 -- under the new name is there already.
 UPDATE job_settings
-SET overrides = jsonb_build_object('presence_inactive_minutes', overrides -> 'inactive_minutes')
+SET overrides = jsonb_build_object('presence_inactive_minutes',
+                                   overrides -> 'inactive_minutes')
                 || (overrides - 'inactive_minutes'),
     updated_at = now()
 WHERE job = 'presence_cleanup' AND overrides ? 'inactive_minutes';
+
+-- Every constraint of ours added NOT VALID above is validated: each reads its table under
+-- a SHARE UPDATE EXCLUSIVE lock, which lets the API's reads and writes through.
+DO $$
+DECLARE
+    k record;
+BEGIN
+    FOR k IN SELECT DISTINCT tbl, name FROM unvalidated LOOP
+        EXECUTE format('ALTER TABLE %s VALIDATE CONSTRAINT %I', k.tbl, k.name);
+    END LOOP;
+    DELETE FROM unvalidated;
+END $$;
 
 CREATE TABLE IF NOT EXISTS schema_version (
     version      integer PRIMARY KEY,
@@ -362,5 +527,6 @@ VALUES (1, 'Saathii tables, money constraints, job_runs, job_settings'),
        (4, 'call_end_time(): no paid minute after a call''s end'),
        (5, 'fillfactor of user_calls and user_wallets: billing updates stay on their page'),
        (6, 'fillfactor 50 of user_calls: every call of a page can be billed in place'),
-       (7, 'in_shard(); presence_cleanup''s inactive_minutes override renamed')
+       (7, 'in_shard(); presence_cleanup''s inactive_minutes override renamed'),
+       (8, 'beside the Saathii API: sightings, maximum length, API hang-ups, exact pay')
 ON CONFLICT (version) DO NOTHING;

@@ -49,7 +49,7 @@ def pytest_configure(config):
         os.environ.pop(variable, None)
 
     from devtools.embedded import EmbeddedPostgres, EmbeddedRedis, EmbeddedUnavailable
-    from workers.engine.db import apply_schema
+    from workers.engine.schema import apply_schema
     from workers.settings import Settings
 
     if not os.environ.get("TEST_DATABASE_URL"):

@@ -11,12 +11,13 @@ from datetime import UTC, date, datetime, time
 from zoneinfo import ZoneInfo
 
 import workers
-from workers.engine import controls, cron, redis_client, runtime
+from workers.engine import adoption, controls, cron, redis_client, runtime
 from workers.engine.boot import boot
 from workers.engine.broker import send_run
-from workers.engine.db import apply_schema, connect, queries, schema_version
+from workers.engine.db import connect, queries, schema_version
 from workers.engine.runs import Status, run_job, slot_of
-from workers.errors import SchemaMissing, Unavailable, UsageError
+from workers.engine.schema import apply_schema
+from workers.errors import AdoptionRefused, SchemaMissing, Unavailable, UsageError
 from workers.schedule import JOBS
 from workers.settings import Settings
 
@@ -79,6 +80,13 @@ def make_parser() -> argparse.ArgumentParser:
     params.add_argument("--unset", action="append", default=[], metavar="NAME",
                         help="remove an override: the setting or default applies again")
     params.add_argument("--json", action="store_true", help="machine-readable output")
+
+    held = commands.add_parser("adopted-calls",
+                               help="calls held from billing when db init adopted the database")
+    held.add_argument("--end", action="store_true",
+                      help="end them at their parties' last sighting, charged nothing more")
+    held.add_argument("--dry-run", action="store_true", help="with --end: say, change nothing")
+    held.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 
 
@@ -103,15 +111,22 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> int
     except UsageError as error:
         print(f"saathii-workers: {error}", file=sys.stderr)
         return EXIT_USAGE
-    except (Unavailable, SchemaMissing) as error:
+    except (Unavailable, SchemaMissing, AdoptionRefused) as error:
         print(f"saathii-workers: {error}", file=sys.stderr)
         return EXIT_UNAVAILABLE
 
 
 def db_command(args, settings: Settings) -> int:
     with connect(settings.database_url, autocommit=True) as conn:
-        version = apply_schema(conn)
-    print(f"schema version {version} applied")
+        applied = apply_schema(conn, settings)
+    print(f"schema version {applied.version} applied")
+    adoption = applied.adoption
+    if adoption is not None and adoption.calls:
+        print(f"adoption: {adoption.calls} call{'s' if adoption.calls > 1 else ''} left"
+              f" 'ongoing' with parties silent past the heartbeat timeout (oldest started"
+              f" {local(adoption.oldest, settings)}, {adoption.coins_at_stake} coins at"
+              " stake) are held from billing, and their parties stay busy in the API:"
+              " see `python -m workers adopted-calls`")
     return EXIT_OK
 
 
@@ -221,6 +236,36 @@ def params(args, settings: Settings) -> int:
     return EXIT_OK
 
 
+def adopted_calls(args, settings: Settings) -> int:
+    """The calls db init held from billing at adoption; with --end, ended uncharged."""
+    if args.dry_run and not args.end:
+        raise UsageError("--dry-run goes with --end")
+    with connect(settings.database_url, autocommit=True) as conn:
+        schema_version(conn)
+        calls = adoption.held_calls(conn)
+        ended = adoption.end_held_calls(conn) if args.end and not args.dry_run else 0
+    rows = [{"call": call["call_id"], "caller": call["caller_id"],
+             "listener": call["listener_id"], "type": call["call_type"],
+             "started": local(call["start_time"], settings),
+             "last_seen": local(call["last_seen"], settings),
+             "coins_spent": call["coins_spent"], "coins_at_stake": call["coins_at_stake"]}
+            for call in calls]
+    if args.json:
+        print(json.dumps({"held": rows, "ended": ended}))
+        return EXIT_OK
+    print_table(rows, ["call", "caller", "listener", "type", "started", "last_seen",
+                       "coins_spent", "coins_at_stake"])
+    stake = sum(call["coins_at_stake"] for call in calls)
+    if args.end:
+        verb = "would end" if args.dry_run else "ended"
+        print(f"{verb} {len(calls) if args.dry_run else ended} held call(s) at their parties'"
+              f" last sighting, uncharged ({stake} coins at stake not charged)")
+    else:
+        print(f"{len(calls)} held call(s), {stake} coins at stake; `--end` ends them,"
+              " uncharged (`--end --dry-run` first)")
+    return EXIT_OK
+
+
 def local(instant: datetime | None, settings: Settings) -> str | None:
     if instant is None:
         return None
@@ -246,4 +291,5 @@ def print_table(rows: list[dict], columns: list[str]) -> None:
 
 
 COMMANDS = {"db": db_command, "run-task": run_task, "status": status, "history": history,
-            "pause": set_paused, "resume": set_paused, "params": params}
+            "pause": set_paused, "resume": set_paused, "params": params,
+            "adopted-calls": adopted_calls}

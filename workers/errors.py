@@ -7,6 +7,7 @@ cause, so users see one clear line and logs keep the cause.
      |    +-- DatabaseUnavailable
      |    +-- RedisUnavailable
      +-- SchemaMissing            the database has no (or an older) schema: run `db init`
+     +-- AdoptionRefused          db init cannot apply the schema to what the database holds
      +-- UsageError               bad input from a user or a message (CLI exit 2, no retry)
      |    +-- BadSetting          an environment variable the settings refuse
      |    +-- InvalidParams       job parameters (settings, overrides) the job's model refuses
@@ -42,6 +43,10 @@ class RedisUnavailable(Unavailable):
 
 class SchemaMissing(WorkersError):
     """The database has no saathii-workers schema, or an older one."""
+
+
+class AdoptionRefused(WorkersError):
+    """db init stopped: rows that break a money constraint, or locks it could not get."""
 
 
 class UsageError(WorkersError):

@@ -39,9 +39,15 @@ DEFAULT_DRAMATIQ_HEARTBEAT_TIMEOUT_MS = 60_000
 #: Of a million Redis broker commands, how many also requeue the messages of dead workers
 #: (Dramatiq's default: 1 in 1000). Higher finds a killed worker's messages sooner.
 DEFAULT_DRAMATIQ_MAINTENANCE_CHANCE = 1_000
-#: A call whose caller or listener has not been seen for this long is ended, not charged
-#: (seconds).
+#: A call whose caller or listener has not been seen for this long is decided silent and
+#: ended (seconds): the detection delay, not what is charged.
 DEFAULT_HEARTBEAT_TIMEOUT = 120
+#: A minute is owed when its parties were seen at most this long before it started; a
+#: silent call ends this long after their last sighting (seconds): one heartbeat interval
+#: (the API asks apps to heartbeat every 30-60 s).
+DEFAULT_HEARTBEAT_SLACK = 60
+#: The longest a call runs: it ends then, owing nothing more (minutes).
+DEFAULT_MAX_CALL_MINUTES = 240
 #: A user not seen for this long is marked offline (minutes).
 DEFAULT_PRESENCE_INACTIVE_MINUTES = 5
 #: Compressed log files are deleted after this many days.
@@ -92,6 +98,8 @@ class Settings(BrokerSettings):
     abandon_grace_seconds: int = Field(DEFAULT_ABANDON_GRACE, ge=0)
     catch_up_on_boot: bool = True
     heartbeat_timeout_seconds: int = Field(DEFAULT_HEARTBEAT_TIMEOUT, ge=10)
+    heartbeat_slack_seconds: int = Field(DEFAULT_HEARTBEAT_SLACK, ge=1)
+    max_call_minutes: int = Field(DEFAULT_MAX_CALL_MINUTES, ge=1)
     presence_inactive_minutes: int = Field(DEFAULT_PRESENCE_INACTIVE_MINUTES, ge=1)
     log_retention_days: int = Field(DEFAULT_LOG_RETENTION_DAYS, ge=1)
     job_runs_retention_days: int = Field(DEFAULT_JOB_RUNS_RETENTION_DAYS, ge=1)

@@ -88,7 +88,7 @@ def sound_ledger(conn) -> None:
     start_call(conn, poor, plain, T0)  # 30 coins: minutes 1-3, then out of coins
     tick(conn, T0 + timedelta(minutes=5))
     end_call(conn, hung_up, T0 + timedelta(minutes=7, seconds=30), timezone=IST,
-             heartbeat_timeout=HEARTBEAT)
+             heartbeat_timeout=HEARTBEAT)  # the chaos run's timeout
     start_call(conn, rich, plain, T0 + timedelta(minutes=8), "video")  # ongoing
     tick(conn, FINAL)
 

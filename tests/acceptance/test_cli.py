@@ -97,6 +97,24 @@ def test_run_task_runs_the_job_and_prints_a_succeeded_outcome(cli, db, job):
     assert row["result"] == outcome["result"]
 
 
+def test_run_task_gives_coins_as_integers_and_money_as_decimal_strings(cli, db):
+    with db.connect() as conn:
+        conn.execute("INSERT INTO users (username, dob, phone) VALUES ('c', '2000-01-01', '+1'),"
+                     " ('l', '2000-01-01', '+2')")
+        conn.execute("INSERT INTO user_wallets (user_id, balance_coins) VALUES (1, 90), (2, 0)")
+        conn.execute("INSERT INTO user_status (user_id, last_seen) VALUES"
+                     " (1, '2026-11-22T10:05Z'), (2, '2026-11-22T10:05Z')")
+        conn.execute("INSERT INTO user_calls (user_id, listener_id, call_type, start_time,"
+                     " coins_spent) VALUES (1, 2, 'audio', '2026-11-22T10:00Z', 0)")
+
+    result = cli("run-task", "coin_deduction", "--as-of", "2026-11-22T10:02:30Z")
+
+    outcome = last_json(result)
+    assert outcome["status"] == "succeeded", outcome
+    assert (outcome["result"]["coins_charged"], outcome["result"]["minutes_charged"]) == (30, 3)
+    assert outcome["result"]["money_earned"] == "0.00"
+
+
 def test_run_task_twice_for_the_same_slot_is_a_duplicate_and_runs_once(cli, db):
     first = cli("run-task", JOB, "--as-of", "2026-11-22T00:01:10+05:30")
     second = cli("run-task", JOB, "--as-of", "2026-11-22T00:01:50+05:30")  # same minute
@@ -265,21 +283,25 @@ def test_params_lists_each_parameter_with_its_value_and_where_it_comes_from(cli)
     result = cli("params", "coin_deduction", "--json", HEARTBEAT_TIMEOUT_SECONDS="100")
 
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == [{
-        "parameter": "heartbeat_timeout_seconds", "value": 100, "without_override": 100,
-        "override": None, "overridden": False}]
+    assert json.loads(result.stdout) == [
+        {"parameter": "heartbeat_timeout_seconds", "value": 100, "without_override": 100,
+         "override": None, "overridden": False},
+        {"parameter": "heartbeat_slack_seconds", "value": 60, "without_override": 60,
+         "override": None, "overridden": False},
+        {"parameter": "max_call_minutes", "value": 240, "without_override": 240,
+         "override": None, "overridden": False}]
 
 
 def test_params_set_validates_then_writes_and_unset_removes(cli, db):
     first = cli("params", "coin_deduction", "--set", "heartbeat_timeout_seconds=90", "--json")
     assert first.returncode == 0, first.stderr
-    [row] = json.loads(first.stdout)
+    row = json.loads(first.stdout)[0]
     assert (row["value"], row["without_override"], row["overridden"]) == (90, 120, True)
     assert overrides_of(db, "coin_deduction") == {"heartbeat_timeout_seconds": 90}
 
     table = cli("params", "coin_deduction")
     assert table.returncode == 0, table.stderr
-    assert table.stdout.split()[4:] == ["heartbeat_timeout_seconds", "90", "120", "True"]
+    assert table.stdout.split()[4:8] == ["heartbeat_timeout_seconds", "90", "120", "True"]
 
     unset = cli("params", "coin_deduction", "--unset", "heartbeat_timeout_seconds", "--json")
     assert unset.returncode == 0, unset.stderr

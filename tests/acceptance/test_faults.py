@@ -21,8 +21,8 @@ import workers
 from devtools.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from workers.engine import catch_up, cron
 from workers.engine.broker import send_run
-from workers.engine.db import apply_schema
 from workers.engine.jobs import LOCK_NAMESPACE
+from workers.engine.schema import apply_schema
 from workers.schedule import JOBS
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "integration"))

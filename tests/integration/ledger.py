@@ -153,7 +153,7 @@ def check_ledger(conn, timezone: str = "Asia/Kolkata", *, settled: bool = True) 
         LEFT JOIN listener_badges b ON b.listener_id = c.listener_id
              AND b.date = (c.start_time AT TIME ZONE %(tz)s)::date
         WHERE c.settled_at IS NOT NULL
-          AND c.listener_money_earned <> (c.coins_spent / call_rate(c.call_type)) *
+          AND c.listener_pay IS DISTINCT FROM (c.coins_spent / call_rate(c.call_type)) *
               CASE c.call_type WHEN 'audio'
                    THEN coalesce(b.audio_rate_per_minute, basic.audio_rate_per_minute)
                    ELSE coalesce(b.video_rate_per_minute, basic.video_rate_per_minute) END
@@ -161,10 +161,9 @@ def check_ledger(conn, timezone: str = "Asia/Kolkata", *, settled: bool = True) 
         SELECT 'call paid more than once or not as recorded', c.call_id
         FROM user_calls c
         WHERE c.settled_at IS NOT NULL
-          AND c.listener_money_earned <> coalesce((SELECT sum(money_change)
-                                                   FROM user_transactions t
-                                                   WHERE t.tx_type = 'earn'
-                                                     AND t.call_id = c.call_id), 0)
+          AND CASE c.paid_by WHEN 'api' THEN 0 ELSE c.listener_pay END
+              <> coalesce((SELECT sum(money_change) FROM user_transactions t
+                           WHERE t.tx_type = 'earn' AND t.call_id = c.call_id), 0)
         UNION ALL
         SELECT 'a paid minute began after the call ended', call_id FROM user_calls
         WHERE status <> 'ongoing' AND end_time IS NOT NULL

@@ -188,7 +188,7 @@ def test_a_failure_outside_the_run_contract_is_reported_once(db, sentry, schemal
                                   env=db.env(SENTRY_DSN=sentry, DATABASE_URL=schemaless_url))
     try:
         argument = datetime.now(UTC).isoformat()
-        send("presence_cleanup", "default", argument)  # its claim fails: no job_runs table
+        send("presence_cleanup", "default", argument)  # no schema: refused before its claim
         wait_for("an event", lambda: events(Ingest.envelopes), worker, log)
         wait_for("the message dead-lettered", lambda: "Retries exceeded" in log.read_text(),
                  worker, log)
@@ -196,7 +196,7 @@ def test_a_failure_outside_the_run_contract_is_reported_once(db, sentry, schemal
         stop(worker)
 
     [event] = events(Ingest.envelopes)
-    assert event["exception"]["values"][-1]["type"] == "UndefinedTable"
+    assert event["exception"]["values"][-1]["type"] == "SchemaMissing"
     assert event["contexts"]["dramatiq"]["data"]["actor_name"] == "presence_cleanup"
     assert_nothing_personal(Ingest.envelopes, argument)
 

@@ -21,11 +21,16 @@ OPTIONS = RunOptions(timezone=KOLKATA, lock_timeout_ms=2000, abandon_grace=timed
 _numbers = itertools.count(1)
 
 
-def add_user(conn, *roles: str, active: bool = True) -> int:
+#: When the tests' accounts were made: before every day they award.
+REGISTERED = datetime(2026, 1, 1, tzinfo=KOLKATA)
+
+
+def add_user(conn, *roles: str, active: bool = True,
+             registered: datetime = REGISTERED) -> int:
     n = next(_numbers)
     user_id = conn.execute(
-        "INSERT INTO users (username, dob, phone) VALUES (%s, '2000-01-01', %s)"
-        " RETURNING user_id", [f"b{n}", f"+92{n:010d}"]).fetchone()["user_id"]
+        "INSERT INTO users (username, dob, phone, created_at) VALUES (%s, '2000-01-01', %s, %s)"
+        " RETURNING user_id", [f"b{n}", f"+92{n:010d}", registered]).fetchone()["user_id"]
     for role in roles:
         conn.execute("INSERT INTO user_roles (user_id, role, active) VALUES (%s, %s, %s)",
                      [user_id, role, active])
@@ -253,3 +258,22 @@ def test_assigning_a_day_opens_it_for_settlement_even_without_listeners(conn):
     assign_daily_badges(conn, D, KOLKATA)
     days = [row["date"] for row in conn.execute("SELECT date FROM badge_days")]
     assert days == [D]
+
+
+def test_a_listener_the_api_deactivated_gets_no_badge(conn, caller):
+    kept, deactivated = add_user(conn, "listener"), add_user(conn, "listener")
+    conn.execute("INSERT INTO user_status (user_id, is_active) VALUES (%s, true), (%s, false)",
+                 [kept, deactivated])
+    assign_daily_badges(conn, D, KOLKATA)
+    assert badges_on(conn, D) == {kept: "basic"}
+
+
+def test_no_badge_for_a_day_before_the_account_existed(conn, caller):
+    """A fresh install catches up a week of badge days: a listener who registered on D
+    gets D's badge (and D's calls their rate), none for the days before."""
+    old = add_user(conn, "listener")
+    new = add_user(conn, "listener", registered=local(D, 10))
+    for day in (D - timedelta(days=2), D - timedelta(days=1), D):
+        assign_daily_badges(conn, day, KOLKATA)
+    assert badges_on(conn, D - timedelta(days=1)) == {old: "basic"}
+    assert badges_on(conn, D) == {old: "basic", new: "basic"}

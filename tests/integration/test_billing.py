@@ -25,19 +25,20 @@ from ledger import (
 from workers.app import end_call, events
 from workers.engine.hooks import Hooks
 from workers.engine.runs import RunOptions, Status, run_job
-from workers.jobs.coin_deduction import deduct_per_minute_coins
+from workers.jobs.coin_deduction import Params, deduct_per_minute_coins
 from workers.observability.logs import RunLog
 from workers.schedule import JOBS
 
 IST = ZoneInfo("Asia/Kolkata")
 T0 = datetime(2026, 11, 22, 10, 0, 0, tzinfo=IST)
 HEARTBEAT = timedelta(seconds=120)
+SLACK = timedelta(seconds=60)
 MINUTE = timedelta(minutes=1)
+RULES = Params(heartbeat_timeout_seconds=120, heartbeat_slack_seconds=60, max_call_minutes=240)
 
 
-def tick(conn, at, **options):
-    return deduct_per_minute_coins(conn, at, timezone=IST, heartbeat_timeout=HEARTBEAT,
-                                   **options)
+def tick(conn, at, *, rules=RULES, **options):
+    return deduct_per_minute_coins(conn, at, timezone=IST, rules=rules, **options)
 
 
 @pytest.fixture
@@ -143,38 +144,95 @@ def test_owed_minutes_are_charged_oldest_first_across_a_callers_calls(conn):
     check_ledger(conn)
 
 
-def test_a_silent_party_ends_the_call_instead_of_being_charged(conn):
+def test_a_silent_party_ends_the_call_at_its_last_sighting_plus_the_slack(conn):
     caller = add_user(conn, coins=1000, seen=T0 + timedelta(minutes=2, seconds=10))
     listener = add_user(conn, role="listener", seen=T0 + timedelta(days=1))
     c = start_call(conn, caller, listener, T0)
 
-    assert list(tick(conn, T0 + 4 * MINUTE).ended) == []  # heard 1:50 ago: within the timeout
-    result = tick(conn, T0 + 5 * MINUTE)  # heard 2:50 ago: silent since 4:10
-    assert result.end_reasons == {"heartbeat_timeout": 1}
+    # heard 1:50 ago: within the timeout, not decided yet; but minute 5 (from 4:00) began
+    # after the sighting + the slack (3:10): it is not owed, so not charged
+    assert (list(tick(conn, T0 + 4 * MINUTE).ended), spent_minutes(conn, c)) == (
+        [], [1, 2, 3, 4])
+    result = tick(conn, T0 + 5 * MINUTE)  # heard 2:50 ago: decided silent
+    assert result.end_reasons == {"heartbeat_timeout": 1} and result.minutes_charged == 0
     ended = call(conn, c)
-    assert ended["end_time"] == T0 + timedelta(minutes=4, seconds=10)
-    # minutes 1-5 started before the caller went silent; none after
-    assert spent_minutes(conn, c) == [1, 2, 3, 4, 5]
+    assert (ended["end_time"], ended["parties_last_seen"]) == (
+        T0 + timedelta(minutes=3, seconds=10), T0 + timedelta(minutes=2, seconds=10))
+    # minutes 1-4 started before the caller's sighting + the slack; none after
+    assert spent_minutes(conn, c) == [1, 2, 3, 4] and balance(conn, caller) == 960
     check_ledger(conn)
 
 
-def test_a_party_never_seen_gets_the_heartbeat_timeout_from_the_call_start(conn):
+def test_silence_is_not_billable_even_while_the_timeout_has_not_decided_it(conn):
+    """The caller's app closed at 0:50: whatever the ticks until the timeout decides,
+    the customer pays minutes 1 and 2 (2 began at 1:00, within the slack), never more."""
+    caller = add_user(conn, coins=1000, seen=T0 + timedelta(seconds=50))
+    listener = add_user(conn, role="listener", seen=T0 + timedelta(days=1))
+    c = start_call(conn, caller, listener, T0)
+    for minute in range(1, 6):
+        tick(conn, T0 + minute * MINUTE)
+    assert spent_minutes(conn, c) == [1, 2]
+    assert call(conn, c)["end_time"] == T0 + timedelta(seconds=110)
+    check_ledger(conn)
+
+
+def test_a_minute_is_deferred_until_its_parties_are_seen_never_charged_and_refunded(conn):
+    caller = add_user(conn, coins=1000, seen=T0)
+    listener = add_user(conn, role="listener", seen=T0 + timedelta(days=1))
+    c = start_call(conn, caller, listener, T0)
+
+    assert tick(conn, T0 + 90 * timedelta(seconds=1)).minutes_charged == 0  # minute 2: 1:00
+    seen(conn, T0 + timedelta(seconds=85), caller)  # a heartbeat (written late)
+    assert tick(conn, T0 + 2 * MINUTE).minutes_charged == 2  # minutes 2 and 3 now owed
+    assert spent_minutes(conn, c) == [1, 2, 3] and call(conn, c)["status"] == "ongoing"
+    check_ledger(conn)
+
+
+def test_a_party_never_seen_is_seen_at_the_call_start(conn):
     caller = add_user(conn, coins=1000)  # no last_seen at all
     listener = add_user(conn, role="listener")
     c = start_call(conn, caller, listener, T0)
     assert list(tick(conn, T0 + MINUTE).ended) == []
     assert list(tick(conn, T0 + 3 * MINUTE).ended) == [c]
-    assert spent_minutes(conn, c) == [1, 2]  # minute 3 would start as it went silent
-    assert call(conn, c)["end_time"] == T0 + HEARTBEAT
+    assert spent_minutes(conn, c) == [1]  # minute 2 began as the slack ran out
+    assert call(conn, c)["end_time"] == T0 + SLACK
 
 
 def test_a_silent_call_is_ended_even_by_a_tick_long_after(conn, pair):
     caller, listener = pair
-    seen(conn, T0, caller)
+    seen(conn, T0 + timedelta(seconds=20), caller)
     c = start_call(conn, caller, listener, T0)
     result = tick(conn, T0 + timedelta(hours=3))  # the workers were down for hours
     assert list(result.ended) == [c]
-    assert spent_minutes(conn, c) == [1, 2] and call(conn, c)["end_time"] == T0 + HEARTBEAT
+    assert spent_minutes(conn, c) == [1, 2]
+    assert call(conn, c)["end_time"] == T0 + timedelta(seconds=80)
+    check_ledger(conn)
+
+
+def test_a_call_ends_at_its_maximum_length_and_owes_nothing_after(conn, pair):
+    caller, listener = pair
+    buy(conn, caller, 5000)
+    c = start_call(conn, caller, listener, T0)
+    rules = Params(max_call_minutes=30)
+    assert tick(conn, T0 + 29 * MINUTE, rules=rules).minutes_charged == 29
+    ended = tick(conn, T0 + 45 * MINUTE, rules=rules)  # a late tick, past the maximum
+    assert (ended.minutes_charged, ended.end_reasons) == (0, {"max_duration": 1})
+    done = call(conn, c)
+    assert (done["status"], done["end_time"], done["coins_spent"]) == (
+        "dropped", T0 + 30 * MINUTE, 300)
+    assert tick(conn, T0 + 50 * MINUTE, rules=rules).minutes_charged == 0
+    check_ledger(conn)
+
+
+def test_a_stuck_ongoing_call_never_drains_the_wallet_beyond_its_maximum(conn, pair):
+    """The API's end route fails on every call: a call its parties left 'ongoing' with
+    their apps open is billed for the maximum length at most, in one late tick too."""
+    caller, listener = pair
+    buy(conn, caller, 2000)  # 3000 coins: 300 minutes, more than the maximum of 240
+    c = start_call(conn, caller, listener, T0)
+    assert tick(conn, T0 + timedelta(days=3)).end_reasons == {"max_duration": 1}
+    assert spent_minutes(conn, c) == list(range(1, 241)) and balance(conn, caller) == 600
+    assert call(conn, c)["end_time"] == T0 + 240 * MINUTE
     check_ledger(conn)
 
 
@@ -241,9 +299,14 @@ def test_the_job_keeps_the_redis_contract(db, conn, pair):
     caller, listener = pair
     client = redis.Redis.from_url(db.redis_url)
     going = start_call(conn, caller, listener, T0)
+    expired = start_call(conn, caller, add_user(conn, role="listener",
+                                                seen=T0 + timedelta(days=1)), T0)
     broke = start_call(conn, add_user(conn, coins=10, seen=T0 + timedelta(days=1)), listener,
                        T0)
-    client.hset(events.call_key(broke), "coins_spent", 10)  # as the API left it
+    for c in (going, broke):  # as the API makes it; `expired`'s hash has timed out
+        client.hset(events.call_key(c), mapping={"user_id": caller, "call_type": "audio",
+                                                 "coins_spent": 10})
+        client.expire(events.call_key(c), 7200)
     subscriber = client.pubsub()
     subscriber.subscribe(events.CALL_CHANNEL)
     subscriber.get_message(timeout=5)  # the subscription confirmation
@@ -252,9 +315,12 @@ def test_the_job_keeps_the_redis_contract(db, conn, pair):
                       run_options(db))
 
     assert outcome.status is Status.SUCCEEDED
-    assert outcome.result["minutes_charged"] == 2
+    assert outcome.result["minutes_charged"] == 4
     assert outcome.result["calls_ended"] == {"insufficient_coins": 1}
-    assert client.hget(events.call_key(going), "coins_spent") == b"30"
+    assert client.hgetall(events.call_key(going)) == {
+        b"user_id": str(caller).encode(), b"call_type": b"audio", b"coins_spent": b"30"}
+    assert 7000 < client.ttl(events.call_key(going)) <= 7200  # the API's TTL, kept
+    assert not client.exists(events.call_key(expired))  # never made again by a tick
     assert not client.exists(events.call_key(broke))
     message = subscriber.get_message(timeout=5)
     assert json.loads(message["data"]) | {"ended_at": None} == {
@@ -278,14 +344,13 @@ def test_a_hang_up_charges_the_owed_minutes_then_completes_the_call(conn, pair):
     caller, listener = pair
     c = start_call(conn, caller, listener, T0)
     tick(conn, T0 + MINUTE)
-    ended = end_call(conn, c, T0 + timedelta(minutes=3, seconds=20), timezone=IST,
-                     heartbeat_timeout=HEARTBEAT)
+    ended = end_call(conn, c, T0 + timedelta(minutes=3, seconds=20), timezone=IST)
     assert ended.minutes_charged == 2  # minutes 3 and 4 started before the hang-up
     done = call(conn, c)
     assert (done["status"], done["end_reason"], done["duration_seconds"]) == \
         ("completed", "completed", 200)
     assert done["settled_at"] is not None and done["listener_money_earned"] == Decimal("4.00")
-    again = end_call(conn, c, T0 + 9 * MINUTE, timezone=IST, heartbeat_timeout=HEARTBEAT)
+    again = end_call(conn, c, T0 + 9 * MINUTE, timezone=IST)
     assert (again.minutes_charged, list(again.ended)) == (0, [])
     check_ledger(conn)
 
@@ -294,7 +359,7 @@ def test_a_hang_up_the_caller_cannot_pay_for_ends_dropped(conn):
     caller = add_user(conn, coins=20, seen=T0 + timedelta(days=1))
     listener = add_user(conn, role="listener", seen=T0 + timedelta(days=1))
     c = start_call(conn, caller, listener, T0)
-    end_call(conn, c, T0 + 5 * MINUTE, timezone=IST, heartbeat_timeout=HEARTBEAT)
+    end_call(conn, c, T0 + 5 * MINUTE, timezone=IST)
     assert (call(conn, c)["status"], call(conn, c)["end_reason"]) == \
         ("dropped", "insufficient_coins")
     assert spent_minutes(conn, c) == [1, 2]
@@ -318,10 +383,11 @@ def test_a_call_waits_for_its_days_badges_before_it_is_settled(conn, pair):
 
 
 def test_a_silent_call_its_caller_cannot_pay_for_ends_for_insufficient_coins(conn):
-    caller = add_user(conn, coins=10, seen=T0)  # silent from T0 + 2:00
+    caller = add_user(conn, coins=10, seen=T0 + timedelta(seconds=30))  # owed until 1:30
     listener = add_user(conn, role="listener", seen=T0 + timedelta(days=1))
     c = start_call(conn, caller, listener, T0)  # no coins left after minute 1
-    result = tick(conn, T0 + 5 * MINUTE)  # owes minute 2, started before the silence
+    result = tick(conn, T0 + 5 * MINUTE)  # owes minute 2 (1:00), begun within the slack
     assert result.end_reasons == {"insufficient_coins": 1}
-    assert call(conn, c)["end_time"] == T0 + HEARTBEAT and spent_minutes(conn, c) == [1]
+    assert call(conn, c)["end_time"] == T0 + timedelta(seconds=90)
+    assert spent_minutes(conn, c) == [1]
     check_ledger(conn)

@@ -19,6 +19,9 @@ from workers.jobs.coin_deduction import deduct_per_minute_coins
 IST = ZoneInfo("Asia/Kolkata")
 T0 = datetime(2026, 11, 22, 10, 0, tzinfo=IST)
 HEARTBEAT = timedelta(seconds=120)
+#: The billing rules' defaults (workers.jobs.coin_deduction.Params), as the ticks use them.
+SLACK = timedelta(seconds=60)
+MAX_MINUTES = 240
 TABLES = ("user_transactions", "user_calls", "listener_badges", "user_status", "user_wallets",
           "user_roles", "users")
 
@@ -41,7 +44,7 @@ class Billing(RuleBasedStateMachine):
         self.conn.close()
 
     def tick(self, at: datetime, conn=None) -> None:
-        deduct_per_minute_coins(conn or self.conn, at, timezone=IST, heartbeat_timeout=HEARTBEAT)
+        deduct_per_minute_coins(conn or self.conn, at, timezone=IST)
 
     def ticked(self) -> None:
         """The last on-time tick was now: the calls up to now have been through it."""
@@ -133,9 +136,9 @@ class Billing(RuleBasedStateMachine):
         if self.ticked_at is None:
             return
         behind = self.conn.execute(
-            "SELECT call_id, due, paid, silent FROM ongoing_calls_at(%s, %s)"
-            " WHERE (due > paid OR silent) AND call_id <= %s",
-            [self.ticked_at, HEARTBEAT, self.last_call_at_tick]).fetchall()
+            "SELECT call_id, due, paid, silent FROM ongoing_calls_at(%s, %s, %s, %s)"
+            " WHERE (due > paid OR silent OR over_max) AND call_id <= %s",
+            [self.ticked_at, HEARTBEAT, SLACK, MAX_MINUTES, self.last_call_at_tick]).fetchall()
         assert behind == []
         unsettled = self.conn.execute(
             "SELECT call_id FROM user_calls WHERE status <> 'ongoing' AND settled_at IS NULL"

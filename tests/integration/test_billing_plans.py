@@ -48,7 +48,7 @@ def test_a_tick_that_ends_and_settles_many_calls_compares_each_only_a_few_times(
     explaining = Explaining(conn)
 
     tick = deduct_per_minute_coins(explaining, NOW, timezone=ZoneInfo("Asia/Kolkata"),
-                                   heartbeat_timeout=timedelta(minutes=2), end_expired=True)
+                                   end_expired=True)
 
     assert sum(tick.end_reasons.values()) > CALLS / 2
     assert tick.calls_settled == sum(tick.end_reasons.values())

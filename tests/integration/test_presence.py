@@ -16,6 +16,7 @@ from workers.app.events import PRESENCE_CHANNEL
 from workers.engine.hooks import Hooks
 from workers.engine.runs import RunOptions, Status, run_job
 from workers.jobs.presence_cleanup import (
+    bring_back_online,
     cleanup_expired_busy_status,
     get_online_users_count,
     mark_inactive_users_offline,
@@ -193,7 +194,8 @@ def test_the_job_reports_its_counts_and_publishes_each_change(conn, subscribed):
     outcome = run_job(conn, JOB, NOW, options(client))
 
     assert outcome.status is Status.SUCCEEDED
-    assert outcome.result == {"marked_offline": 1, "busy_cleared": 1, "online_users": 2}
+    assert outcome.result == {"marked_offline": 1, "back_online": 0, "busy_cleared": 1,
+                              "online_users": 2}
     at = NOW.isoformat()
     assert published_until_sentinel(client, pubsub) == [
         {"event": "offline", "user_id": silent, "at": at},
@@ -207,7 +209,8 @@ def test_a_job_that_changes_nothing_publishes_nothing(conn, subscribed):
 
     outcome = run_job(conn, JOB, NOW, options(client))
 
-    assert outcome.result == {"marked_offline": 0, "busy_cleared": 0, "online_users": 1}
+    assert outcome.result == {"marked_offline": 0, "back_online": 0, "busy_cleared": 0,
+                              "online_users": 1}
     assert published_until_sentinel(client, pubsub) == []
 
 
@@ -231,10 +234,73 @@ def test_a_redis_failure_after_commit_keeps_the_database_changes(conn, caplog):
         outcome = run_job(conn, JOB, NOW, options(dead))
 
     assert outcome.status is Status.SUCCEEDED
-    assert outcome.result == {"marked_offline": 1, "busy_cleared": 1, "online_users": 0}
+    assert outcome.result == {"marked_offline": 1, "back_online": 0, "busy_cleared": 1,
+                              "online_users": 0}
     assert "after-commit step failed" in caplog.text
     assert status_of(conn, silent)["is_online"] is False
     assert status_of(conn, freed)["is_busy"] is False
     row = conn.execute("SELECT status FROM job_runs WHERE job = %s", [JOB.name]).fetchone()
     assert row["status"] == "succeeded"
 
+
+def heartbeat(conn, user: int, at: datetime) -> None:
+    """The API's heartbeat: last_seen only (POST /both/status/heartbeat)."""
+    conn.execute("UPDATE user_status SET last_seen = %s, updated_at = now() WHERE user_id = %s",
+                 [at, user])
+
+
+def test_a_user_set_offline_here_and_seen_again_is_online_again(conn):
+    listener = add_user(conn, online=True, last_seen=NOW - timedelta(minutes=20))
+    assert mark_inactive_users_offline(conn, NOW) == [listener]
+    heartbeat(conn, listener, NOW + timedelta(minutes=2))  # the app is back
+
+    assert bring_back_online(conn, NOW + timedelta(minutes=5)) == [listener]
+    back = status_of(conn, listener)
+    assert (back["is_online"], back["offline_marked_at"]) == (True, None)
+
+
+def test_a_user_the_api_logged_out_stays_offline(conn):
+    """Logout sets is_online false and last_seen now: not this job's doing."""
+    user = add_user(conn, online=True, last_seen=NOW)
+    conn.execute("UPDATE user_status SET is_online = false, last_seen = %s WHERE user_id = %s",
+                 [NOW + timedelta(minutes=1), user])
+    assert bring_back_online(conn, NOW + timedelta(minutes=2)) == []
+    assert status_of(conn, user)["is_online"] is False
+
+
+def test_a_mark_is_forgotten_once_the_user_logs_in_so_a_later_logout_holds(conn):
+    user = add_user(conn, online=True, last_seen=NOW - timedelta(minutes=20))
+    mark_inactive_users_offline(conn, NOW)
+    conn.execute("UPDATE user_status SET is_online = true, last_seen = %s WHERE user_id = %s",
+                 [NOW + timedelta(minutes=1), user])  # the API's login
+    assert bring_back_online(conn, NOW + timedelta(minutes=2)) == []  # online already
+    conn.execute("UPDATE user_status SET is_online = false, last_seen = %s WHERE user_id = %s",
+                 [NOW + timedelta(minutes=3), user])  # then its logout
+    assert bring_back_online(conn, NOW + timedelta(minutes=4)) == []
+    assert status_of(conn, user)["is_online"] is False
+
+
+def test_a_user_seen_too_long_ago_is_not_brought_back(conn):
+    user = add_user(conn, online=True, last_seen=NOW - timedelta(minutes=20))
+    mark_inactive_users_offline(conn, NOW)
+    heartbeat(conn, user, NOW + timedelta(minutes=1))
+    assert bring_back_online(conn, NOW + timedelta(minutes=30)) == []
+
+
+def test_the_apis_wait_time_is_the_busy_expiry_where_there_is_no_busy_until(conn):
+    """The API sets is_busy and wait_time (the minutes the caller's coins covered) at the
+    start of a call, never busy_until; once the call is over and that time has gone by,
+    the busy state is cleared, wait_time with it."""
+    expired, current = add_user(conn, busy=True), add_user(conn, busy=True)
+    other = add_user(conn)
+    conn.execute("UPDATE user_status SET wait_time = 10 WHERE user_id IN (%s, %s)",
+                 [expired, current])
+    add_call(conn, expired, other, status="completed")  # started 30 minutes ago: 10 + 20
+    conn.execute("INSERT INTO user_calls (user_id, listener_id, call_type, start_time, status)"
+                 " VALUES (%s, %s, 'audio', %s, 'completed')",
+                 [current, other, NOW - timedelta(minutes=5)])
+
+    assert cleanup_expired_busy_status(conn, NOW) == [expired]
+    freed = status_of(conn, expired)
+    assert (freed["is_busy"], freed["wait_time"]) == (False, None)
+    assert status_of(conn, current)["is_busy"] is True

@@ -157,11 +157,11 @@ def params_of(conn, run):
 
 
 def test_a_jobs_parameters_default_to_the_settings_of_their_names(conn):
-    options = replace(OPTIONS, settings={"heartbeat_timeout_seconds": 45, "unrelated": 1})
+    options = replace(OPTIONS, settings={"heartbeat_timeout_seconds": 90, "unrelated": 1})
     assert run_job(conn, JOB, SLOT, options, work=params_of).result == {
-        "heartbeat_timeout_seconds": 45}
-    assert run_job(conn, JOB, SLOT + timedelta(minutes=1), OPTIONS, work=params_of).result \
-        == {"heartbeat_timeout_seconds": 120}  # no setting: the model's own default
+        "heartbeat_timeout_seconds": 90, "heartbeat_slack_seconds": 60, "max_call_minutes": 240}
+    assert run_job(conn, JOB, SLOT + timedelta(minutes=1), OPTIONS, work=params_of).result[
+        "heartbeat_timeout_seconds"] == 120  # no setting: the model's own default
 
 
 def test_job_overrides_reach_the_work_as_typed_params(conn):
@@ -169,7 +169,7 @@ def test_job_overrides_reach_the_work_as_typed_params(conn):
                  [JOB.name, '{"heartbeat_timeout_seconds": 90}'])
     options = replace(OPTIONS, settings={"heartbeat_timeout_seconds": 45})
     outcome = run_job(conn, JOB, SLOT, options,
-                      work=lambda conn, run: {"timeout": run.params.heartbeat_timeout.seconds})
+                      work=lambda conn, run: {"timeout": run.params.heartbeat_timeout_seconds})
     assert outcome.result == {"timeout": 90}
 
 

@@ -31,7 +31,7 @@ def main(args: list[str]) -> None:
         while True:
             for at in times:
                 deduct_per_minute_coins(conn, at, timezone=settings.timezone,
-                                        heartbeat_timeout=HEARTBEAT, shard=shard)
+                                        shard=shard)
             if not forever:
                 return
 

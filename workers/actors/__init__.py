@@ -19,6 +19,7 @@ from dramatiq.middleware import CurrentMessage
 from pydantic import BaseModel, ConfigDict, StrictStr, ValidationError, field_validator
 
 from workers.engine import runtime
+from workers.engine.db import schema_version
 from workers.engine.jobs import Job
 from workers.engine.periodic import Periodic
 from workers.engine.runs import Status, run_job, slot_of
@@ -123,6 +124,7 @@ def job_actor(job: Job, broker: dramatiq.Broker) -> dramatiq.Actor:
         scheduled_for, trigger = slot_and_trigger(parse_message(args, kwargs), message)
         current = runtime.current()
         with current.pool.connection() as conn:
+            schema_version(conn)  # never a run on a schema db init has not finished
             outcome = run_job(conn, job, scheduled_for, current.run_options(), trigger=trigger,
                               message_id=message.message_id if message else None)
         if outcome.status is Status.FAILED:

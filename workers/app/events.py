@@ -1,7 +1,9 @@
 """What the workers tell the API through Redis, always after their database commit.
 
-- The hash `call:{call_id}` holds the call's coins_spent while it is ongoing; it is
-  deleted when the call ends.
+- The hash `call:{call_id}` is the API's: it makes it when a call starts (user_id,
+  listener_id, call_type, start_time, coins_spent) with a 2-hour TTL. While the call is
+  ongoing each tick sets its coins_spent, where the hash is there (never making one, nor
+  touching the TTL); it is deleted when the call ends.
 - JSON events are published on CALL_CHANNEL (a call ended) and PRESENCE_CHANNEL (a
   user's presence or busy state changed), for the API to tell its clients.
 
@@ -27,12 +29,13 @@ def call_key(call_id: int) -> str:
     return f"call:{call_id}"
 
 
-def set_coins_spent(client: Redis, calls: Sequence[tuple[int, int]]) -> None:
-    """Each (call_id, coins_spent) into the call's hash, in one round trip."""
-    if calls:
-        redis_client.script(client, SET_COINS_SPENT)(
-            keys=[call_key(call_id) for call_id, _ in calls],
-            args=[coins for _, coins in calls])
+def set_coins_spent(client: Redis, calls: Sequence[tuple[int, int]]) -> int:
+    """Each (call_id, coins_spent) into the call's hash where there is one, in one round
+    trip; how many hashes were set."""
+    if not calls:
+        return 0
+    return redis_client.script(client, SET_COINS_SPENT)(
+        keys=[call_key(call_id) for call_id, _ in calls], args=[coins for _, coins in calls])
 
 
 def publish(client: Redis, channel: str, events: Iterable[dict]) -> int:

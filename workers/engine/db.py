@@ -17,7 +17,6 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from workers.engine.jobs import LOCK_NAMESPACE
 from workers.errors import DatabaseUnavailable, SchemaMissing
 
 #: How long to wait for a connection to be established (seconds).
@@ -26,9 +25,7 @@ CONNECT_TIMEOUT = 5
 KEEPALIVES = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
               "keepalives_count": 3}
 #: The schema version db/schema.sql records; the code expects at least this one.
-SCHEMA_VERSION = 7
-#: Advisory lock of `db init` (jobs' lock ids start at 1).
-SCHEMA_LOCK_ID = 0
+SCHEMA_VERSION = 8
 #: Connections a worker process keeps for its actor threads.
 POOL_MAX_SIZE = 10
 
@@ -117,17 +114,6 @@ class Pool:
         if self._pool is not None and self._pid == os.getpid():
             self._pool.close()
         self._pool = None
-
-
-def apply_schema(conn: psycopg.Connection) -> int:
-    """Apply db/schema.sql (idempotent, additive) under a lock so two replicas starting
-    at once don't race; returns the schema version now recorded."""
-    with conn.transaction():
-        # Never queue the API's queries for long behind a table lock: fail instead.
-        conn.execute("SET LOCAL lock_timeout = '10s'")
-        conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", [LOCK_NAMESPACE, SCHEMA_LOCK_ID])
-        conn.execute((sql_dir() / "schema.sql").read_text())
-    return schema_version(conn)
 
 
 def schema_version(conn: psycopg.Connection) -> int:

@@ -42,8 +42,7 @@ def call_cleanup(conn: psycopg.Connection, run: RunContext) -> dict:
     """End, charge and settle every call that should be over at the run's slot; then
     repair Redis: the hashes of the calls the tick charged or ended, and stale ones."""
     tick = deduct_per_minute_coins(conn, run.scheduled_for, timezone=run.timezone,
-                                   heartbeat_timeout=run.params.heartbeat_timeout,
-                                   end_expired=True)
+                                   rules=run.params, end_expired=True)
     stale = stale_call_keys(conn, run.redis) if run.redis is not None else []
 
     def repair_redis() -> None:

@@ -15,14 +15,18 @@ from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 import psycopg
-from pydantic import Field
+from pydantic import Field, model_validator
 from redis import Redis
 
 from workers.app import events
 from workers.engine.db import queries
 from workers.engine.jobs import EVERYTHING, JobParams, Shard
 from workers.engine.runs import RunContext
-from workers.settings import DEFAULT_HEARTBEAT_TIMEOUT
+from workers.settings import (
+    DEFAULT_HEARTBEAT_SLACK,
+    DEFAULT_HEARTBEAT_TIMEOUT,
+    DEFAULT_MAX_CALL_MINUTES,
+)
 
 #: Rows read from PostgreSQL and written to Redis per round trip, after the commit.
 REDIS_BATCH = 10_000
@@ -31,13 +35,37 @@ WORK_MEM = "64MB"
 
 
 class Params(JobParams):
-    #: A call whose caller or listener has not been seen for this long is ended, not
-    #: charged (seconds; HEARTBEAT_TIMEOUT_SECONDS).
-    heartbeat_timeout_seconds: int = Field(DEFAULT_HEARTBEAT_TIMEOUT, ge=10)
+    """The billing rules (db/schema.sql, ongoing_calls_at): the same for every tick, the
+    API's hang-up (workers.app.end_call) and call_cleanup."""
 
-    @property
-    def heartbeat_timeout(self) -> timedelta:
-        return timedelta(seconds=self.heartbeat_timeout_seconds)
+    #: A call whose caller or listener has not been seen for this long is decided silent
+    #: and ended (seconds; HEARTBEAT_TIMEOUT_SECONDS): when we decide, not what is charged.
+    heartbeat_timeout_seconds: int = Field(DEFAULT_HEARTBEAT_TIMEOUT, ge=10)
+    #: A minute is owed if its parties were seen no longer than this before it started,
+    #: and a silent call ends this long after their last sighting (seconds;
+    #: HEARTBEAT_SLACK_SECONDS): at most one heartbeat interval of the apps.
+    heartbeat_slack_seconds: int = Field(DEFAULT_HEARTBEAT_SLACK, ge=1)
+    #: A call ends once it is this long, and owes no minute after (minutes;
+    #: MAX_CALL_MINUTES): a stuck 'ongoing' row never drains a wallet.
+    max_call_minutes: int = Field(DEFAULT_MAX_CALL_MINUTES, ge=1)
+
+    @model_validator(mode="after")
+    def _slack_within_timeout(self) -> "Params":
+        if self.heartbeat_slack_seconds > self.heartbeat_timeout_seconds:
+            raise ValueError(f"heartbeat_slack_seconds ({self.heartbeat_slack_seconds}) must"
+                             f" not exceed heartbeat_timeout_seconds"
+                             f" ({self.heartbeat_timeout_seconds})")
+        return self
+
+    def sql(self) -> dict:
+        """The rules as the billing SQL takes them."""
+        return {"heartbeat": timedelta(seconds=self.heartbeat_timeout_seconds),
+                "slack": timedelta(seconds=self.heartbeat_slack_seconds),
+                "max_minutes": self.max_call_minutes}
+
+
+#: The rules with every default.
+DEFAULT_RULES = Params()
 
 
 @dataclass
@@ -54,14 +82,24 @@ class Tick:
     #: Ids of the calls ended, and how many ended for each reason.
     ended: array = field(default_factory=lambda: array("q"))
     end_reasons: Counter = field(default_factory=Counter)
+    #: Calls the API ended that this tick charged up to their end and closed.
+    api_calls_closed: int = 0
+    #: The API's minute-1 spend rows this tick named with their calls.
+    first_minutes_linked: int = 0
     calls_settled: int = 0
+    #: Of the calls settled, those the API's own hang-up had paid already.
+    paid_by_api: int = 0
     money_earned: Decimal = Decimal("0.00")
 
     def result(self) -> dict:
+        """Counts and coins as integers, money (rupees) as an exact decimal string."""
         return {"calls_seen": self.calls_seen, "minutes_charged": self.minutes_charged,
                 "coins_charged": self.coins_charged,
                 "calls_ended": dict(sorted(self.end_reasons.items())),
-                "calls_settled": self.calls_settled, "money_earned": str(self.money_earned)}
+                "api_calls_closed": self.api_calls_closed,
+                "first_minutes_linked": self.first_minutes_linked,
+                "calls_settled": self.calls_settled, "paid_by_api": self.paid_by_api,
+                "money_earned": str(self.money_earned)}
 
     def params(self, **more) -> dict:
         return {"shard": self.shard.index, "shards": self.shard.count, "calls": self.calls,
@@ -69,41 +107,43 @@ class Tick:
 
 
 def deduct_per_minute_coins(conn: psycopg.Connection, now: datetime, *, timezone: ZoneInfo,
-                            heartbeat_timeout: timedelta, end_expired: bool = False,
+                            rules: Params = DEFAULT_RULES, end_expired: bool = False,
                             shard: Shard = EVERYTHING) -> Tick:
     """One billing tick at logical time `now` over the calls of `shard`. With
-    `end_expired`, calls whose busy_until passed are ended too (call_cleanup's safety
+    `end_expired`, calls whose busy state expired are ended too (call_cleanup's safety
     net). Runs in a transaction of its own, or as a savepoint of the caller's."""
-    return _tick(conn, now, Tick(shard=shard), timezone=timezone,
-                 heartbeat_timeout=heartbeat_timeout, end_expired=end_expired)
+    return _tick(conn, now, Tick(shard=shard), timezone=timezone, rules=rules,
+                 end_expired=end_expired)
 
 
 def hang_up(conn: psycopg.Connection, call_id: int, now: datetime, *, timezone: ZoneInfo,
-            heartbeat_timeout: timedelta) -> Tick:
+            rules: Params = DEFAULT_RULES) -> Tick:
     """The tick of one call that a party hung up at `now` (workers.app.calls.end_call)."""
-    return _tick(conn, now, Tick(calls=[call_id]), timezone=timezone,
-                 heartbeat_timeout=heartbeat_timeout, hang_up=True)
+    return _tick(conn, now, Tick(calls=[call_id]), timezone=timezone, rules=rules,
+                 hang_up=True)
 
 
 def _tick(conn: psycopg.Connection, now: datetime, tick: Tick, *, timezone: ZoneInfo,
-          heartbeat_timeout: timedelta, end_expired: bool = False,
-          hang_up: bool = False) -> Tick:
+          rules: Params, end_expired: bool = False, hang_up: bool = False) -> Tick:
     sql = queries("coin_deduction.sql")
-    params = tick.params(now=now, heartbeat=heartbeat_timeout, timezone=timezone.key,
-                         work_mem=WORK_MEM)
+    params = tick.params(now=now, timezone=timezone.key, work_mem=WORK_MEM, **rules.sql())
     with conn.transaction():
         conn.execute(sql["tick_settings"], params)
-        tick.calls_seen = conn.execute(sql["lock_ongoing_calls"], params).fetchone()["calls"]
+        tick.first_minutes_linked = conn.execute(sql["link_first_minutes"],
+                                                 params).fetchone()["linked"]
+        tick.calls_seen = conn.execute(sql["lock_calls"], params).fetchone()["calls"]
         conn.execute(sql["lock_callers_wallets"], params)
         charged = conn.execute(sql["charge_owed_minutes"], params).fetchone()
         tick.minutes_charged = charged["minutes_charged"]
         tick.coins_charged = charged["coins_charged"]
+        tick.api_calls_closed = conn.execute(sql["close_api_ended_calls"], params).rowcount
         ended = conn.execute(sql["end_calls"], {**params, "end_expired": end_expired,
                                                 "hang_up": hang_up}).fetchone()
         tick.ended.extend(ended["call_ids"])
         tick.end_reasons.update(ended["reasons"])
         settled = _settle(conn, params)
         tick.calls_settled, tick.money_earned = settled["calls_settled"], settled["money_earned"]
+        tick.paid_by_api = settled["paid_by_api"]
         conn.execute(sql["free_parties"], {"ended": list(tick.ended)})
     return tick
 
@@ -140,8 +180,7 @@ def publish_tick(conn: psycopg.Connection, client: Redis, tick: Tick) -> None:
 def coin_deduction(conn: psycopg.Connection, run: RunContext) -> dict:
     """The coin_deduction job (or one shard of it): one billing tick at the run's slot."""
     tick = deduct_per_minute_coins(conn, run.scheduled_for, timezone=run.timezone,
-                                   shard=run.job.shard,
-                                   heartbeat_timeout=run.params.heartbeat_timeout)
+                                   shard=run.job.shard, rules=run.params)
     if run.redis is not None:
         run.after_commit(lambda: publish_tick(conn, run.redis, tick))
     return tick.result()
