@@ -121,9 +121,8 @@ class TestDatabase:
         return {**os.environ, "DATABASE_URL": self.url, "REDIS_URL": self.redis_url, **extra}
 
 
-@pytest.fixture
-def db():
-    """A fresh database with the schema, made the workers' runtime database; Redis flushed."""
+def _cloned(template: str):
+    """A fresh clone of `template`, made the workers' runtime database; Redis flushed."""
     import redis
 
     from workers.engine import runtime
@@ -132,7 +131,7 @@ def db():
     with psycopg.connect(SESSION["admin_url"], autocommit=True) as conn:
         # FILE_COPY (PostgreSQL 15+) clones a small database about twice as fast.
         strategy = " STRATEGY FILE_COPY" if conn.info.server_version >= 150000 else ""
-        conn.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}{strategy}")
+        conn.execute(f"CREATE DATABASE {name} TEMPLATE {template}{strategy}")
     with redis.Redis.from_url(SESSION["redis_url"]) as client:
         client.flushall()
     database = TestDatabase(url=_with_dbname(SESSION["admin_url"], name),
@@ -143,6 +142,46 @@ def db():
     configure_runtime(settings)
     with psycopg.connect(SESSION["admin_url"], autocommit=True) as conn:
         conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def db():
+    """A fresh database with the schema, made the workers' runtime database; Redis flushed."""
+    yield from _cloned(TEMPLATE)
+
+
+#: The Saathii API's own database (tests/integration/saathii_api.sql): as its db.sql
+#: builds it, and the same adopted by `db init`.
+API_SCHEMA = Path(__file__).resolve().parents[1] / "chaos" / "saathii_api.sql"
+API_TEMPLATES = {"raw": "saathii_api_raw", "adopted": "saathii_api_adopted"}
+
+
+@pytest.fixture(scope="session")
+def api_templates():
+    from workers.engine.schema import apply_schema
+
+    for kind, name in API_TEMPLATES.items():
+        with psycopg.connect(SESSION["admin_url"], autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name}")
+            conn.execute(f"CREATE DATABASE {name} TEMPLATE template0")
+        with psycopg.connect(_with_dbname(SESSION["admin_url"], name), autocommit=True,
+                             row_factory=dict_row) as conn:
+            conn.execute(API_SCHEMA.read_text())
+            if kind == "adopted":
+                apply_schema(conn)
+    return API_TEMPLATES
+
+
+@pytest.fixture
+def api_db(api_templates):
+    """A fresh copy of the API's database, adopted by db init; the runtime's database."""
+    yield from _cloned(api_templates["adopted"])
+
+
+@pytest.fixture
+def raw_api_db(api_templates):
+    """A fresh copy of the API's database before any db init."""
+    yield from _cloned(api_templates["raw"])
 
 
 @pytest.fixture

@@ -158,6 +158,7 @@ def status(args, settings: Settings) -> int:
         schema_version(conn)
         last = {row["job"]: row for row in conn.execute(sql["latest_runs"])}
         paused = {row["job"] for row in conn.execute(sql["paused_jobs"])}
+        warnings = money_warnings(conn)
     redis_client.ping(settings.redis_url)
     now = datetime.now(UTC)
     rows = []
@@ -176,7 +177,26 @@ def status(args, settings: Settings) -> int:
     else:
         print_table(rows, ["job", "cron", "timezone", "next_run", "paused", "last_status",
                            "last_started", "last_duration"])
+    for warning in warnings:
+        print(f"saathii-workers: warning: {warning}", file=sys.stderr)
     return EXIT_OK
+
+
+def money_warnings(conn) -> list[str]:
+    """What an operator must decide on that the workers will not (db/status.sql)."""
+    sql, warnings = queries("status.sql"), []
+    api = conn.execute(sql["paid_by_the_api"]).fetchone()
+    if api["calls"]:
+        warnings.append(
+            f"{api['calls']} call(s) were paid by the API's own hang-up: "
+            f"{api['credited_coins']} coins credited to balance_coins where ₹{api['due']}"
+            " was due to withdrawable_money; the workers paid them nothing more")
+    held = conn.execute(sql["held_since_adoption"]).fetchone()
+    if held["calls"]:
+        warnings.append(
+            f"{held['calls']} call(s) held from billing since adoption are still 'ongoing'"
+            f" ({held['coins_at_stake']} coins at stake): `python -m workers adopted-calls`")
+    return warnings
 
 
 def history(args, settings: Settings) -> int:

@@ -136,7 +136,8 @@ def check_ledger(conn, timezone: str = "Asia/Kolkata", *, settled: bool = True) 
         SELECT 'withdrawable money differs from earnings', w.wallet_id
         FROM user_wallets w
         WHERE w.withdrawable_money <> coalesce((SELECT sum(money_change) FROM user_transactions t
-                                                WHERE t.wallet_id = w.wallet_id), 0)
+                                                WHERE t.wallet_id = w.wallet_id
+                                                  AND t.tx_type = 'earn'), 0)
         UNION ALL
         SELECT 'minute charged twice', call_id FROM user_transactions
         WHERE tx_type = 'spend' GROUP BY call_id, call_minute HAVING count(*) > 1
