@@ -55,9 +55,12 @@ DURATION ?= 600
 WORKERS ?= 3
 SEED ?= 1
 SHARDS ?= 1
+# API=broken or API=fixed: traffic as the real Saathii API, on its own schema (see README).
+API ?=
 
-chaos: setup  ## make chaos DURATION=600 WORKERS=3 SEED=1 SHARDS=1; exit 1 on any violation
-	$(PY) -m chaos --duration $(DURATION) --workers $(WORKERS) --seed $(SEED) --shards $(SHARDS)
+chaos: setup  ## make chaos DURATION=600 WORKERS=3 SEED=1 SHARDS=1 [API=fixed]; exit 1 on violations
+	$(PY) -m chaos --duration $(DURATION) --workers $(WORKERS) --seed $(SEED) --shards $(SHARDS) \
+		$(if $(API),--api $(API))
 
 # The billing benchmark (python -m bench, never part of `make test`): one tick against N
 # ongoing calls, beside the bare-UPDATE floor and the original per-call loop; prints the

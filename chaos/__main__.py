@@ -1,5 +1,5 @@
 """python -m chaos --duration SECONDS --workers N --seed S [--shards K] [--minute-seconds X]
-                   [--keep]
+                   [--api broken|fixed] [--keep]
 
 The JSON summary is the last line of stdout. Exit 0: no violation; 1: violations;
 2: the harness failed (a server that would not start, a worker that would not boot,
@@ -44,6 +44,12 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--kinds", default="all",
                         help="the fault kinds to inject, comma-separated; 'all' (default) "
                              "or 'none'")
+    parser.add_argument("--api", choices=("broken", "fixed"),
+                        help="traffic as the real Saathii API, on its own database adopted by"
+                             " db init: its end route as written ('broken': it fails) or"
+                             " with its one-line fix. Its writes have no transactions, so"
+                             " 'all' kinds then leave out postgres_immediate_restart: a"
+                             " crash mid-request breaks the API's own books")
     parser.add_argument("--customers", type=int, default=40)
     parser.add_argument("--listeners", type=int, default=16)
     parser.add_argument("--keep", action="store_true",
@@ -76,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     from chaos.harness import Harness, Options
     from chaos.servers import HarnessError, Servers
 
-    presets = {"all": KINDS, "none": ()}
+    every = tuple(k for k in KINDS if not (args.api and k == "postgres_immediate_restart"))
+    presets = {"all": every, "none": ()}
     kinds = presets[args.kinds] if args.kinds in presets else tuple(args.kinds.split(","))
     if unknown := set(kinds) - set(KINDS):
         print(f"chaos: unknown fault kinds {sorted(unknown)}; known: {', '.join(KINDS)}",
@@ -92,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
                       minute_seconds=args.minute_seconds, start_at=args.start_at,
                       fault_interval=args.fault_interval,
                       kinds=kinds, customers=args.customers, listeners=args.listeners,
-                      keep=args.keep)
+                      keep=args.keep, api=args.api)
     harness = Harness(options, directory, servers, env)
     for signum in (signal.SIGINT, signal.SIGTERM):  # also when started ignoring SIGINT
         signal.signal(signum, _interrupt)

@@ -108,12 +108,14 @@ WHERE start_time > %(final)s OR paid <> due
 -- 2. Per wallet: balance = purchases - spends, never negative ----------------------------
 
 -- name: balance_differs_from_ledger
--- A wallet's coins are the sum of its ledger's coin changes (purchases - spends), its
--- withdrawable money the sum of its money changes (earnings).
+-- A wallet's coins are the sum of its ledger's coin changes (purchases - spends, and the
+-- coins the API's own hang-up credits a listener), its withdrawable money the sum of its
+-- earnings' money changes (a purchase's money_change is what the customer paid).
 SELECT w.wallet_id, w.user_id, w.balance_coins, coalesce(l.coins, 0) AS ledger_coins,
        w.withdrawable_money, coalesce(l.money, 0) AS ledger_money
 FROM user_wallets w
-LEFT JOIN (SELECT wallet_id, sum(coins_change) AS coins, sum(money_change) AS money
+LEFT JOIN (SELECT wallet_id, sum(coins_change) AS coins,
+                  sum(money_change) FILTER (WHERE tx_type = 'earn') AS money
            FROM user_transactions GROUP BY wallet_id) l ON l.wallet_id = w.wallet_id
 WHERE w.balance_coins <> coalesce(l.coins, 0)
    OR w.withdrawable_money <> coalesce(l.money, 0);
@@ -264,6 +266,13 @@ WHERE tx_type = 'spend';
 SELECT count(*) AS calls_paid, coalesce(sum(money_change), 0)::text AS money_earned
 FROM user_transactions
 WHERE tx_type = 'earn';
+
+-- name: summary_paid_by_api
+-- Calls the API's own hang-up paid (whole rupees as coins), against the pay due.
+SELECT count(*) AS calls, coalesce(sum(listener_pay), 0)::text AS due,
+       coalesce(sum(listener_money_earned), 0)::bigint AS credited_coins
+FROM user_calls
+WHERE paid_by = 'api';
 
 -- name: summary_runs
 SELECT job, jsonb_object_agg(status, n) AS statuses

@@ -32,6 +32,9 @@ from chaos.traffic import populate
 from workers.engine.schema import apply_schema
 from workers.schedule import JOBS
 
+#: The Saathii API's own schema, for a run with traffic as the real API.
+API_SCHEMA = Path(__file__).with_name("saathii_api.sql")
+
 #: Longest wait for a dramatiq worker to boot (seconds).
 BOOT_TIMEOUT = 90
 #: Longest wait for the queues to drain while settling (seconds): a killed worker's
@@ -65,6 +68,8 @@ class Options:
     customers: int
     listeners: int
     keep: bool
+    #: Traffic as the real Saathii API ('broken' or 'fixed' end route), on its own schema.
+    api: str | None = None
 
 
 class Harness:
@@ -120,10 +125,12 @@ class Harness:
         days = [first_day + timedelta(days=d) for d in range(-1, minutes // 1440 + 3)]
         with psycopg.connect(self.servers.database_url, autocommit=True,
                              row_factory=dict_row) as conn:
+            if options.api:  # the API's own database, which db init then adopts
+                conn.execute(API_SCHEMA.read_text())
             apply_schema(conn)
             populate(conn, random.Random(f"{options.seed}:population"),
                      customers=options.customers, listeners=options.listeners,
-                     seen=start, days=days)
+                     seen=start, days=days, api=bool(options.api))
         for worker in self.workers:
             worker.start()
         for worker in self.workers:
@@ -136,8 +143,9 @@ class Harness:
             self.schedulers.append(python_module(f"scheduler-{name}", "chaos.clock",
                                                  ["--name", name, *self.clock.argv()],
                                                  self.env, self.logs))
+        api = ["--api", options.api] if options.api else []
         self.traffic = python_module("traffic", "chaos.traffic",
-                                     ["--seed", str(options.seed), *self.clock.argv()],
+                                     ["--seed", str(options.seed), *api, *self.clock.argv()],
                                      self.env, self.logs)
         for child in (*self.schedulers, self.traffic):
             child.start()
@@ -266,12 +274,14 @@ class Harness:
             self.servers.database_url, start=self.clock.start, final=self.clock.end,
             heartbeat=timedelta(seconds=HEARTBEAT_TIMEOUT_SECONDS), timezone=TIMEZONE)
         calls = {row["state"]: row["calls"] for row in described["calls"]}
-        [charges], [earnings], [ticks] = (described["charges"], described["earnings"],
-                                          described["ticks"])
+        [charges], [earnings], [ticks], [by_api] = (
+            described["charges"], described["earnings"], described["ticks"],
+            described["paid_by_api"])
         summary = {
             "seed": self.options.seed,
             "duration_s": self.options.duration,
             "workers": self.options.workers,
+            "api": self.options.api,
             "billing_shards": len(checks.billing_job_names()),
             "minute_seconds": self.options.minute_seconds,
             "simulated_minutes": self.clock.minutes,
@@ -281,6 +291,7 @@ class Harness:
             "calls_by_state": calls,
             **charges,
             "money_earned": earnings["money_earned"],
+            "paid_by_api": by_api,
             "minutes_ticked": ticks["minutes_ticked"],
             "faults": {kind: self.injector.injected[kind] for kind in KINDS},
             "faults_missed": dict(self.injector.missed),

@@ -24,6 +24,17 @@ logical minute until the clock reaches its end, as the API would:
 Low first purchases make calls run out of coins. Database errors (PostgreSQL restarted
 under it, a deadlock) are counted, the connection is opened again, and it carries on.
 At the end it prints its counts as one JSON line.
+
+With `--api broken` or `--api fixed` it acts as the real Saathii API instead, on the API's
+own database (chaos/saathii_api.sql, adopted by db init): its statements one by one,
+without transactions (chaos.saathii_api), for registration, purchases, heartbeats (last_seen
+only), starting a call (the debit, a spend row naming no call, the call, both parties busy
+with a wait_time, the Redis hash with its TTL) and the hang-up: `broken` is its end route as
+written, which fails on every call (the caller then closes the app: silent, now and then),
+`fixed` the route with its one-line fix, which ends the call and pays the listener whole
+rupees as coins. The API's purchase reads the balance and writes an absolute one: a tick
+debiting in between would be lost (the API's race, not the workers'), so this traffic buys
+only for customers with no call left to bill.
 """
 
 import argparse
@@ -33,12 +44,16 @@ import random
 import sys
 import time
 from collections import Counter
+from contextlib import nullcontext
 from datetime import date, datetime, timedelta
+from decimal import Decimal
 
 import psycopg
+import redis
 from psycopg.rows import dict_row
 
 from chaos.clock import LogicalClock
+from chaos.saathii_api import ApiError, SaathiiApi
 
 log = logging.getLogger("chaos.traffic")
 
@@ -63,34 +78,55 @@ SILENCE_MINUTES = (3, 12)
 #: Share of calls the API gives a busy_until, and how far ahead (minutes).
 BUSY_UNTIL_SHARE = 0.25
 BUSY_UNTIL_MINUTES = (3, 30)
+#: As the real API whose end route fails: the share of callers who then close the app.
+CLOSE_AFTER_FAILED_HANG_UP = 0.7
 CONNECT_TIMEOUT = 2  # seconds
+API_MODES = ("broken", "fixed")
 
 
 def populate(conn: psycopg.Connection, rng: random.Random, *, customers: int, listeners: int,
-             seen: datetime, days: list[date]) -> None:
-    """The people of the run, made as the API makes them, in one transaction."""
+             seen: datetime, days: list[date], api: bool = False) -> None:
+    """The people of the run, made as the API makes them: in one transaction, or with
+    `api` by the real API's statements (registered a day before the run, verified)."""
     levels = {row["badge"]: row for row in conn.execute(
         "SELECT badge, audio_rate_per_minute, video_rate_per_minute FROM badge_levels"
         " WHERE badge <> 'basic'")}
-    with conn.transaction():
+    people = SaathiiApi(conn) if api else None
+    with conn.transaction() if not api else nullcontext():
         for n in range(customers + listeners):
             role = "customer" if n < customers else "listener"
-            user = conn.execute(
-                "INSERT INTO users (username, dob, phone) VALUES (%s, '1995-05-05', %s)"
-                " RETURNING user_id", [f"{role[0]}{n:05d}", f"+91{n:010d}"]).fetchone()["user_id"]
-            conn.execute("INSERT INTO user_roles (user_id, role) VALUES (%s, %s)", [user, role])
-            conn.execute("INSERT INTO user_wallets (user_id) VALUES (%s)", [user])
-            conn.execute("INSERT INTO user_status (user_id, is_online, last_seen)"
-                         " VALUES (%s, true, %s)", [user, seen])
+            if people is not None:
+                user = people.register(f"{role[0]}{n:05d}", f"+91{n:010d}", role,
+                                       seen - timedelta(days=1))
+                people.heartbeat(user, seen)
+                if role == "listener":
+                    people.verify_listener(user, seen)
+            else:
+                user = conn.execute(
+                    "INSERT INTO users (username, dob, phone) VALUES (%s, '1995-05-05', %s)"
+                    " RETURNING user_id",
+                    [f"{role[0]}{n:05d}", f"+91{n:010d}"]).fetchone()["user_id"]
+                conn.execute("INSERT INTO user_roles (user_id, role) VALUES (%s, %s)",
+                             [user, role])
+                conn.execute("INSERT INTO user_wallets (user_id) VALUES (%s)", [user])
+                conn.execute("INSERT INTO user_status (user_id, is_online, last_seen)"
+                             " VALUES (%s, true, %s)", [user, seen])
             if role == "customer":
-                buy(conn, user, rng.choice(FIRST_PURCHASES))
+                coins = rng.choice(FIRST_PURCHASES)
+                if people is not None:
+                    people.buy(user, coins, Decimal(coins) / 10, seen)
+                else:
+                    buy(conn, user, coins)
             elif (n - customers) % BADGED_EVERY == 0:
                 for day in days:
                     level = levels[rng.choice(sorted(levels))]
                     conn.execute(
                         "INSERT INTO listener_badges (listener_id, date, badge,"
                         " audio_rate_per_minute, video_rate_per_minute)"
-                        " VALUES (%s, %s, %s, %s, %s)",
+                        " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (listener_id, date) DO UPDATE"
+                        " SET badge = EXCLUDED.badge,"
+                        " audio_rate_per_minute = EXCLUDED.audio_rate_per_minute,"
+                        " video_rate_per_minute = EXCLUDED.video_rate_per_minute",
                         [user, day, level["badge"], level["audio_rate_per_minute"],
                          level["video_rate_per_minute"]])
 
@@ -107,9 +143,16 @@ def buy(conn: psycopg.Connection, user: int, coins: int) -> None:
 
 class Traffic:
     def __init__(self, clock: LogicalClock, rng: random.Random, url: str, *,
-                 heartbeat: timedelta, timezone):
+                 heartbeat: timedelta, timezone, api: str | None = None,
+                 redis_url: str | None = None):
         self.clock, self.rng, self.url = clock, rng, url
         self.heartbeat, self.timezone = heartbeat, timezone
+        #: As the real API ('broken' or 'fixed' end route), or None.
+        self.api_mode = api
+        self.redis = redis.Redis.from_url(redis_url, socket_timeout=2) if redis_url else None
+        self.api: SaathiiApi | None = None
+        #: Calls whose hang-up the API failed: their parties gave up on them.
+        self.abandoned: set[int] = set()
         self.conn: psycopg.Connection | None = None
         self.customers: list[int] = []
         self.listeners: list[int] = []
@@ -125,6 +168,7 @@ class Traffic:
                 if self.conn is None or self.conn.closed:
                     self.conn = psycopg.connect(self.url, autocommit=True, row_factory=dict_row,
                                                 connect_timeout=CONNECT_TIMEOUT)
+                    self.api = SaathiiApi(self.conn, self.redis) if self.api_mode else None
                     self.stats["connections"] += 1
                 self.step(now)
             except psycopg.Error as error:
@@ -150,18 +194,29 @@ class Traffic:
         busy = set()
         for call in ongoing:
             plan = self.plans.setdefault(call["call_id"], now + self.call_length())
-            if plan <= now:
-                self.hang_up(call["call_id"])
+            if plan <= now and call["call_id"] not in self.abandoned:
+                self.hang_up(call)
             else:
                 busy.update((call["user_id"], call["listener_id"]))
         self.start_calls(now, busy)
         if self.rng.random() < TOP_UP_PROBABILITY:
-            low = self.conn.execute(
-                "SELECT user_id FROM user_wallets WHERE user_id = ANY(%s) AND balance_coins < 150"
-                " ORDER BY user_id", [self.customers]).fetchall()
-            if low:
-                buy(self.conn, self.rng.choice(low)["user_id"], self.rng.choice(TOP_UPS))
-                self.stats["top_ups"] += 1
+            self.top_up()
+
+    def top_up(self) -> None:
+        """A customer running low buys coins (as the API: one with no call left to bill)."""
+        low = self.conn.execute(
+            "SELECT w.user_id FROM user_wallets w WHERE w.user_id = ANY(%s)"
+            " AND w.balance_coins < 150 AND (%s OR NOT EXISTS (SELECT 1 FROM user_calls c"
+            " WHERE c.user_id = w.user_id AND c.settled_at IS NULL)) ORDER BY w.user_id",
+            [self.customers, self.api is None]).fetchall()
+        if not low:
+            return
+        user, coins = self.rng.choice(low)["user_id"], self.rng.choice(TOP_UPS)
+        if self.api is not None:
+            self.api.buy(user, coins, Decimal(coins) / 10, self.clock.now())
+        else:
+            buy(self.conn, user, coins)
+        self.stats["top_ups"] += 1
 
     def present(self, user: int, now: datetime) -> bool:
         return self.silent_until.get(user, now) <= now
@@ -174,6 +229,10 @@ class Traffic:
                     *SILENCE_MINUTES))
                 self.stats["silences"] += 1
         present = [u for u in self.customers + self.listeners if self.present(u, now)]
+        if self.api is not None:  # the API's heartbeat: one request, and row, per app
+            for user in present:
+                self.api.heartbeat(user, self.clock.now())
+            return
         self.conn.execute("UPDATE user_status SET last_seen = %s, is_online = true,"
                           " updated_at = now() WHERE user_id = ANY(%s)",
                           [self.clock.now(), present])
@@ -193,16 +252,20 @@ class Traffic:
         listeners = [c for c in self.listeners if c not in busy and self.present(c, now)]
         wanted = int(len(self.listeners) * TARGET_BUSY) - len(busy) // 2
         for _ in range(max(0, min(wanted, MAX_STARTS_PER_STEP))):
+            if self.clock.now() >= self.clock.end:  # the storm is over: the final tick's
+                return
             if not customers or not listeners or self.rng.random() > START_PROBABILITY:
                 continue
             customer = customers.pop(self.rng.randrange(len(customers)))
             listener = listeners.pop(self.rng.randrange(len(listeners)))
             call_type = "video" if self.rng.random() < VIDEO_SHARE else "audio"
-            if self.start_call(customer, listener, call_type) is None:
+            if self.start_call(customer, listener, call_type) is None and self.api is None:
                 self.stats["starts_refused_no_coins"] += 1
 
     def start_call(self, caller: int, listener: int, call_type: str) -> int | None:
         """Start a call as the API does; None when the caller cannot pay minute 1."""
+        if self.api is not None:
+            return self.api_start_call(caller, listener, call_type)
         rate = RATES[call_type]
         with self.conn.transaction():
             wallet = self.conn.execute(
@@ -232,8 +295,41 @@ class Traffic:
         self.stats[f"calls_started_{call_type}"] += 1
         return call
 
-    def hang_up(self, call_id: int) -> None:
-        """The API's hang-up: workers.app.end_call at the logical now, read once the
+    def api_start_call(self, caller: int, listener: int, call_type: str) -> int | None:
+        """The real API's start route; None when it refused (no coins, a party busy)."""
+        try:
+            call = self.api.start_call(caller, listener, call_type, self.clock.now())
+        except ApiError as error:
+            self.stats[f"api_start_refused_{error.status}"] += 1
+            return None
+        except redis.RedisError:  # its call hash: after the call's rows, which stand
+            self.stats["api_start_redis_error"] += 1
+            return None
+        self.plans[call] = self.clock.now() + self.call_length()
+        self.stats[f"calls_started_{call_type}"] += 1
+        return call
+
+    def hang_up(self, call: dict) -> None:
+        """A party hangs up: the API's end route (broken or fixed), or our end_call."""
+        if self.api is None:
+            self.end_call(call["call_id"])
+            return
+        try:
+            self.api.end_call(call["call_id"], call["user_id"], self.clock.now(),
+                              fixed=self.api_mode == "fixed")
+            self.stats["api_hang_up_ended"] += 1
+        except ApiError as error:
+            self.stats[f"api_hang_up_failed_{error.status}"] += 1
+            self.abandoned.add(call["call_id"])
+            if self.rng.random() < CLOSE_AFTER_FAILED_HANG_UP:  # the caller closes the app
+                self.silent_until[call["user_id"]] = self.clock.now() + timedelta(
+                    minutes=self.rng.uniform(*SILENCE_MINUTES))
+        except redis.RedisError:
+            self.stats["api_hang_up_redis_error"] += 1
+        self.plans.pop(call["call_id"], None)
+
+    def end_call(self, call_id: int) -> None:
+        """The hang-up through workers.app.end_call at the logical now, read once the
         call is locked (a tick that charged it has committed by then)."""
         from workers.app import end_call
 
@@ -251,6 +347,7 @@ class Traffic:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m chaos.traffic")
     parser.add_argument("--seed", type=int, required=True)
+    parser.add_argument("--api", choices=API_MODES, help="act as the real Saathii API")
     LogicalClock.add_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
@@ -261,7 +358,7 @@ def main(argv: list[str]) -> int:
     traffic = Traffic(LogicalClock.from_args(args), random.Random(args.seed),
                       settings.database_url,
                       heartbeat=timedelta(seconds=settings.heartbeat_timeout_seconds),
-                      timezone=settings.timezone)
+                      timezone=settings.timezone, api=args.api, redis_url=settings.redis_url)
     print(json.dumps(traffic.run()), flush=True)
     return 0
 

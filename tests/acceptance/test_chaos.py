@@ -64,6 +64,26 @@ def test_a_storm_over_two_billing_shards_leaves_the_ledger_whole():
     assert "coin_deduction" not in summary["runs"], report
 
 
+@pytest.mark.acceptance
+@pytest.mark.slow
+@pytest.mark.parametrize("end_route", ["broken", "fixed"])
+def test_a_storm_with_traffic_as_the_real_api_leaves_the_ledger_whole(end_route):
+    """The API's own schema adopted by db init, its statements without transactions, its
+    heartbeat and its end route as written (it fails: calls end by silence, their maximum
+    length or the coins) or fixed (the API pays; the workers charge to its end, pay nothing
+    twice): every fault but a PostgreSQL crash (which breaks the API's own books)."""
+    code, summary, report = storm("--duration", "30", "--workers", "2", "--seed", "5",
+                                  "--api", end_route)
+    assert (code, summary["violation_count"], summary["api"]) == (0, 0, end_route), report
+    assert all(summary["faults"][kind] >= 1 for kind in KINDS
+               if kind != "postgres_immediate_restart"), report
+    assert summary["faults"]["postgres_immediate_restart"] == 0, report
+    hang_ups = "api_hang_up_ended" if end_route == "fixed" else "api_hang_up_failed_500"
+    assert summary["traffic"].get(hang_ups), report
+    if end_route == "fixed":
+        assert summary["calls_by_state"].get("api") and summary["paid_by_api"]["calls"], report
+
+
 # The judge ----------------------------------------------------------------------------
 
 T0 = datetime(2026, 11, 22, 10, 0, 0, 500000, tzinfo=IST)
