@@ -12,7 +12,7 @@ in a temporary directory. The logical time `now` is the minute the run starts.
 - For each N, a fresh database with N ongoing calls owing minute 2 at `now`, every caller
   rich (bench/population.sql), then, alternating: the floor, the tick at `now`, the floor,
   the tick at now+1 min, the floor, the tick at now+2 min. Each tick charges one minute of
-  every call; everyone was seen at `now`, within the 120 s heartbeat up to now+2 min.
+  every call; before each, everyone is seen at its minute (the API's heartbeats, untimed).
   * floor: `UPDATE user_wallets SET balance_coins = balance_coins - 10` for every ongoing
     call's caller, in a transaction rolled back (balances and ledger stay true); the
     UPDATE is timed, the median reported.
@@ -64,10 +64,12 @@ EXIT_OK, EXIT_HARNESS = 0, 2
 DEFAULT_CALLS = (1_000, 10_000, 100_000, 1_000_000)
 DEFAULT_SHARDS = (1, 2)
 DEFAULT_SAMPLE = 2_000
-#: Ticks on each population at `now`, +1 min, +2 min: the first is cold. Not more: the
-#: population's parties were last seen at `now`, and the heartbeat timeout is 120 s.
+#: Ticks on each population at `now`, +1 min, +2 min: the first is cold.
 STEADY_TICKS = 3
 IDLE_RUNS = 20
+#: The API's call hashes: their TTL (seconds), and how many the bench writes a round trip.
+API_HASH_TTL = 7200
+HASH_BATCH = 10_000
 BROKE = 0.1
 FLOOR = ("UPDATE user_wallets SET balance_coins = balance_coins - 10 "
          "WHERE user_id IN (SELECT user_id FROM user_calls WHERE status = 'ongoing')")
@@ -161,6 +163,12 @@ class Bench:
         return {**shard["runs"][0], "rss_before_kib": shard["rss_before_kib"],
                 "peak_rss_kib": shard["peak_rss_kib"]}
 
+    def seen_at(self, conn: psycopg.Connection, slot: datetime) -> None:
+        """Every party seen at `slot`, as the API's heartbeats would leave them: a minute
+        is owed only while the parties were seen within the slack of its start."""
+        conn.execute(SEEN_AT, {"at": slot})
+        conn.execute("VACUUM user_status")
+
     def check(self, what: str, runs: list[dict], *, charged: int, ended: int = 0) -> None:
         """That the runs of a tick (its shards) charged and ended what they should."""
         minutes = sum(run["result"]["minutes_charged"] for run in runs)
@@ -185,10 +193,12 @@ class Bench:
         self.flush_redis()
         with connect(url) as conn:
             populated = populate(conn, calls=calls, now=self.now)
+            self.call_hashes(conn)
             self.progress(f"N={calls:,}: populated in {populated:.1f} s")
             floors, ticks = [], []
             for n in range(STEADY_TICKS):
                 floors.append(floor(conn, calls))
+                self.seen_at(conn, self.minute(n))
                 ticks.append(self.tick(url, self.minute(n)))
                 self.check(f"N={calls:,} tick {n}", ticks[-1:], charged=calls)
             self.progress(f"N={calls:,}: floor {median(floors):.3f} s, tick "
@@ -207,8 +217,7 @@ class Bench:
 
     def sharded(self, conn: psycopg.Connection, url: str, calls: int, shards: int,
                 slot: datetime) -> dict:
-        conn.execute(SEEN_AT, {"at": slot})
-        conn.execute("VACUUM user_status")
+        self.seen_at(conn, slot)
         reports = self.ticks(url, slot, shards=shards)
         runs = [report["runs"][0] for report in reports]
         self.check(f"N={calls:,} K={shards}", runs, charged=calls)
@@ -228,6 +237,7 @@ class Bench:
         self.flush_redis()
         with connect(url) as conn:
             populate(conn, calls=calls, now=self.now, broke=BROKE)
+            self.call_hashes(conn)
             unpayable = conn.execute(UNPAYABLE).fetchone()["calls"]
         tick = self.tick(url, self.now)
         self.check(f"N={calls:,} {BROKE:.0%} broke", [tick], charged=calls - unpayable,
@@ -247,6 +257,25 @@ class Bench:
     def flush_redis(self) -> None:
         with self.redis_client() as client:
             client.flushall()
+
+    def call_hashes(self, conn: psycopg.Connection) -> None:
+        """Each ongoing call's Redis hash as the API makes it (its fields and a 2-hour TTL):
+        a tick sets coins_spent only in hashes that are there."""
+        with (self.redis_client() as client, conn.transaction(),
+              conn.cursor(name="calls") as cursor):
+            cursor.execute("SELECT call_id, user_id, listener_id, call_type, start_time,"
+                           " coins_spent FROM user_calls WHERE status = 'ongoing'")
+            while rows := cursor.fetchmany(HASH_BATCH):
+                with client.pipeline(transaction=False) as pipe:
+                    for row in rows:
+                        key = f"call:{row['call_id']}"
+                        pipe.hset(key, mapping={
+                            "user_id": row["user_id"], "listener_id": row["listener_id"],
+                            "call_type": row["call_type"],
+                            "start_time": int(row["start_time"].timestamp()),
+                            "coins_spent": row["coins_spent"]})
+                        pipe.expire(key, API_HASH_TTL)
+                    pipe.execute()
 
     def postgres_version(self) -> str:
         with connect(self.servers.postgres.socket_url("postgres")) as conn:

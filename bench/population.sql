@@ -3,6 +3,8 @@
 -- owed. Callers are users 1..N, listeners N+1..2N; a call's caller is drawn from a
 -- shuffle, so wallets are touched in no particular order, as in life. The callers of
 -- a %(broke)s fraction of calls have no coins left. Everyone is fresh (last_seen = now).
+-- Each call's minute 1 names it, and a tick has seen it (first_minute_linked): the bench
+-- measures the steady minute, not a call's first tick.
 
 -- name: users
 INSERT INTO users (user_id, username, dob, phone)
@@ -20,9 +22,10 @@ SELECT id, true, %(now)s, true, %(now)s::timestamptz + interval '1 hour'
 FROM generate_series(1, 2 * %(calls)s::integer) id;
 
 -- name: calls
-INSERT INTO user_calls (call_id, user_id, listener_id, call_type, start_time, coins_spent)
+INSERT INTO user_calls (call_id, user_id, listener_id, call_type, start_time, coins_spent,
+                        first_minute_linked)
 SELECT call_id, caller, %(calls)s::integer + caller, call_type,
-       %(now)s::timestamptz - interval '90 seconds', call_rate(call_type)
+       %(now)s::timestamptz - interval '90 seconds', call_rate(call_type), true
 FROM (SELECT row_number() OVER (ORDER BY random()) AS call_id, caller,
              CASE WHEN caller %% 10 = 0 THEN 'video' ELSE 'audio' END AS call_type
       FROM generate_series(1, %(calls)s::integer) caller) c
