@@ -150,7 +150,7 @@ def db():
     yield from _cloned(TEMPLATE)
 
 
-#: The Saathii API's own database (tests/integration/saathii_api.sql): as its db.sql
+#: The Saathii API's own database (chaos/saathii_api.sql): as its db.sql
 #: builds it, and the same adopted by `db init`.
 API_SCHEMA = Path(__file__).resolve().parents[1] / "chaos" / "saathii_api.sql"
 API_TEMPLATES = {"raw": "saathii_api_raw", "adopted": "saathii_api_adopted"}

@@ -125,7 +125,8 @@ def db_command(args, settings: Settings) -> int:
         print(f"adoption: {adoption.calls} call{'s' if adoption.calls > 1 else ''} left"
               f" 'ongoing' with parties silent past the heartbeat timeout (oldest started"
               f" {local(adoption.oldest, settings)}, {adoption.coins_at_stake} coins at"
-              " stake) are held from billing, and their parties stay busy in the API:"
+              f" stake) {'are' if adoption.calls > 1 else 'is'} held from billing, and their"
+              " parties stay busy in the API:"
               " see `python -m workers adopted-calls`")
     return EXIT_OK
 

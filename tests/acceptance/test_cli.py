@@ -10,12 +10,14 @@ import os
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from urllib.parse import urlsplit
 
 import psycopg
 import pytest
 import redis
 
+from chaos.saathii_api import SaathiiApi
 from workers.engine.db import SCHEMA_VERSION
 from workers.engine.jobs import LOCK_NAMESPACE
 from workers.schedule import JOBS
@@ -539,3 +541,51 @@ def test_bad_setting_exits_2_with_one_line_naming_it(offline_cli, variable, valu
     line = one_error_line(result)
     assert line.startswith(f"saathii-workers: invalid setting {variable}: "), line
     assert result.stdout == ""
+
+
+# db init on the Saathii API's own database -----------------------------------------------
+
+
+def test_db_init_on_the_apis_database_reports_the_calls_it_holds(raw_api_db, tmp_path):
+    """A call the API left 'ongoing' days ago (its hang-up fails) is reported: how many,
+    the oldest, the coins billing would have charged; `status` keeps warning of it."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    with raw_api_db.connect() as conn:
+        api = SaathiiApi(conn)
+        caller = api.register("c", "+9701", "customer", now - timedelta(days=5))
+        listener = api.register("l", "+9702", "listener", now - timedelta(days=5))
+        api.verify_listener(listener, now - timedelta(days=5))
+        api.buy(caller, 500, Decimal("50.00"), now - timedelta(days=5))
+        api.start_call(caller, listener, "audio", now - timedelta(days=2))
+        for user in (caller, listener):  # they talked 5 minutes, then the apps closed
+            api.heartbeat(user, now - timedelta(days=2, minutes=-5))
+    cli = runner(raw_api_db.env(), tmp_path)
+
+    init = cli("db", "init")
+    assert init.returncode == 0, init.stderr
+    applied, report = init.stdout.strip().splitlines()
+    assert applied == f"schema version {SCHEMA_VERSION} applied"
+    assert report.startswith("adoption: 1 call left 'ongoing'")
+    # minutes 2-6 at 10 coins: the 6th started within the slack of the last sighting
+    assert "50 coins at stake) is held from billing" in report
+    status = cli("status")
+    assert status.returncode == 0
+    assert "1 call(s) held from billing since adoption" in status.stderr
+
+
+def test_db_init_refuses_a_broken_money_row_in_one_line_and_applies_nothing(raw_api_db,
+                                                                             tmp_path):
+    with raw_api_db.connect() as conn:
+        api = SaathiiApi(conn)
+        user = api.register("c", "+9703", "customer", datetime.now(UTC))
+        conn.execute("UPDATE user_wallets SET balance_coins = -20 WHERE user_id = %s", [user])
+    cli = runner(raw_api_db.env(), tmp_path)
+
+    refused = cli("db", "init")
+
+    assert refused.returncode == 3
+    assert one_error_line(refused) == (
+        "saathii-workers: user_wallets: 1 row breaks balance_coins_never_negative"
+        " (balance_coins >= 0): fix them, then run db init again; nothing was applied")
+    with raw_api_db.connect() as conn:
+        assert conn.execute("SELECT to_regclass('job_runs') AS t").fetchone()["t"] is None
