@@ -189,6 +189,16 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT CASE call_type WHEN 'audio' THEN 10 WHEN 'video' THEN 60 END
 $$;
 
+-- When a call's parties were last seen together: the earlier of the two parties'
+-- last_seen (a party never seen was not seen), never before the call started. Billing
+-- owes a minute only near this sighting. Inlined by the planner, as call_rate() is.
+CREATE OR REPLACE FUNCTION parties_seen(start_time timestamptz, caller_seen timestamptz,
+                                        listener_seen timestamptz) RETURNS timestamptz
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT greatest(start_time, least(coalesce(caller_seen, '-infinity'),
+                                      coalesce(listener_seen, '-infinity')))
+$$;
+
 -- Whether user `id` is one of shard `shard` of `shards` (billing's split, see
 -- db/coin_deduction.sql): with one shard, everyone. A SQL expression the planner inlines,
 -- so each statement plans as if it were written out: with one shard the test folds away;
@@ -258,9 +268,7 @@ LANGUAGE sql STABLE AS $$
     LEFT JOIN user_status listener ON listener.user_id = c.listener_id
     CROSS JOIN LATERAL (SELECT call_rate(c.call_type) AS rate) r
     CROSS JOIN LATERAL (
-        SELECT greatest(c.start_time, least(coalesce(caller.last_seen, '-infinity'),
-                                            coalesce(listener.last_seen, '-infinity')))
-               AS seen
+        SELECT parties_seen(c.start_time, caller.last_seen, listener.last_seen) AS seen
     ) h
     CROSS JOIN LATERAL (SELECT c.start_time + max_minutes * interval '1 minute' AS max_end) m
     WHERE c.status = 'ongoing' AND c.start_time <= as_of
@@ -419,9 +427,7 @@ LANGUAGE sql STABLE AS $$
     LEFT JOIN user_status listener ON listener.user_id = c.listener_id
     CROSS JOIN LATERAL (SELECT call_rate(c.call_type) AS rate) r
     CROSS JOIN LATERAL (
-        SELECT greatest(c.start_time, least(coalesce(caller.last_seen, '-infinity'),
-                                            coalesce(listener.last_seen, '-infinity')))
-               AS seen
+        SELECT parties_seen(c.start_time, caller.last_seen, listener.last_seen) AS seen
     ) h
     WHERE c.status <> 'ongoing' AND c.settled_at IS NULL AND c.end_reason IS NULL
       AND c.end_time IS NOT NULL
