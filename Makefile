@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 LOCAL := $(PY) -m devtools.local
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: setup db down run test test-quick lint status history run-task clean chaos bench bench-lag
+.PHONY: setup db down run test test-quick lint status health history run-task clean chaos bench bench-lag
 
 setup: $(STAMP)
 
@@ -37,6 +37,9 @@ lint: setup
 
 status: setup  ## each job: schedule, next run, last run, paused
 	$(LOCAL) exec -- $(PY) -m workers status
+
+health: setup  ## every health check; exit 0 healthy, 1 degraded, 2 failing
+	$(LOCAL) exec -- $(PY) -m workers health
 
 history: setup
 	$(LOCAL) exec -- $(PY) -m workers history $(JOB) $(ARGS)

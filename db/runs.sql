@@ -55,6 +55,12 @@ RETURNING r.run_id, r.attempt;
 SELECT status, attempt, host, pid FROM job_runs
 WHERE job = %(job)s AND scheduled_for = %(scheduled_for)s;
 
+-- name: slot_outcomes
+-- What became of each of these (job, slot)s: for the dead letters that asked for them.
+SELECT r.job, r.scheduled_for, r.status, r.attempt, r.error
+FROM unnest(%(jobs)s::text[], %(slots)s::timestamptz[]) AS c (job, scheduled_for)
+JOIN job_runs r ON r.job = c.job AND r.scheduled_for = c.scheduled_for;
+
 -- name: begin_work
 -- First statement of the work transaction: its time limits, then the job's lock.
 -- The lock is transaction-scoped: commit, rollback or a lost connection releases it,

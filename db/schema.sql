@@ -508,6 +508,26 @@ SET overrides = jsonb_build_object('presence_inactive_minutes',
     updated_at = now()
 WHERE job = 'presence_cleanup' AND overrides ? 'inactive_minutes';
 
+-- Our live processes: every `dramatiq workers` process and `periodiq workers` scheduler
+-- beats here every PROCESS_BEAT_SECONDS (workers.engine.liveness) and removes its row on
+-- a clean exit; a row whose beat is older than PROCESS_STALE_SECONDS is a process that
+-- died. In PostgreSQL rather than Redis, so that a Redis restart forgets nobody.
+CREATE TABLE IF NOT EXISTS job_processes (
+    process_id  uuid PRIMARY KEY,
+    kind        text NOT NULL CHECK (kind IN ('worker', 'scheduler')),
+    host        text NOT NULL,
+    pid         integer NOT NULL,
+    version     text NOT NULL,
+    started_at  timestamptz NOT NULL,
+    beat_at     timestamptz NOT NULL,
+    queues      text[] NOT NULL DEFAULT '{}',
+    threads     integer NOT NULL DEFAULT 0,
+    -- The runs it is executing: [{job, scheduled_for, attempt, since}].
+    running     jsonb NOT NULL DEFAULT '[]' CHECK (jsonb_typeof(running) = 'array'),
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
+
 -- Every constraint of ours added NOT VALID above is validated: each reads its table under
 -- a SHARE UPDATE EXCLUSIVE lock, which lets the API's reads and writes through.
 DO $$
@@ -534,5 +554,6 @@ VALUES (1, 'Saathii tables, money constraints, job_runs, job_settings'),
        (5, 'fillfactor of user_calls and user_wallets: billing updates stay on their page'),
        (6, 'fillfactor 50 of user_calls: every call of a page can be billed in place'),
        (7, 'in_shard(); presence_cleanup''s inactive_minutes override renamed'),
-       (8, 'beside the Saathii API: sightings, maximum length, API hang-ups, exact pay')
+       (8, 'beside the Saathii API: sightings, maximum length, API hang-ups, exact pay'),
+       (9, 'job_processes: the heartbeats of live workers and schedulers')
 ON CONFLICT (version) DO NOTHING;

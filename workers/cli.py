@@ -7,17 +7,19 @@ Exit codes: 0 done (a skipped or duplicate run included), 1 the job failed, 2 ba
 import argparse
 import json
 import sys
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import workers
-from workers.engine import adoption, controls, cron, redis_client, runtime
+from workers.engine import adoption, controls, cron, liveness, queues, redis_client, runtime
 from workers.engine.boot import boot
 from workers.engine.broker import send_run
 from workers.engine.db import connect, queries, schema_version
 from workers.engine.runs import Status, run_job, slot_of
 from workers.engine.schema import apply_schema
 from workers.errors import AdoptionRefused, SchemaMissing, Unavailable, UsageError
+from workers.observability import health
+from workers.observability.overdue import State, job_states
 from workers.schedule import JOBS
 from workers.settings import Settings
 
@@ -81,6 +83,25 @@ def make_parser() -> argparse.ArgumentParser:
                         help="remove an override: the setting or default applies again")
     params.add_argument("--json", action="store_true", help="machine-readable output")
 
+    check = commands.add_parser(
+        "health", help="every health check: exit 0 healthy, 1 degraded, 2 failing")
+    check.add_argument("--json", action="store_true", help="machine-readable output")
+    check.add_argument("--process", choices=liveness.KINDS,
+                       help="only whether a live process of this kind beats from this host"
+                            " (a container's healthcheck)")
+
+    queue = commands.add_parser("queues", help="each queue: waiting, unacked, delayed, dead")
+    queue.add_argument("--json", action="store_true", help="machine-readable output")
+
+    dead = commands.add_parser("dead-letters", help="messages the workers gave up on")
+    dead.add_argument("action", choices=["list", "retry", "purge"])
+    dead.add_argument("id", nargs="?", help="retry: the message id (or its start)")
+    dead.add_argument("--queue", help="only this queue")
+    dead.add_argument("--older-than", type=parse_age, metavar="AGE",
+                      help="purge: only those dead this long (30m, 12h, 7d)")
+    dead.add_argument("--yes", action="store_true", help="purge without asking")
+    dead.add_argument("--json", action="store_true", help="machine-readable output")
+
     held = commands.add_parser("adopted-calls",
                                help="calls held from billing when db init adopted the database")
     held.add_argument("--end", action="store_true",
@@ -88,6 +109,16 @@ def make_parser() -> argparse.ArgumentParser:
     held.add_argument("--dry-run", action="store_true", help="with --end: say, change nothing")
     held.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
+
+
+AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_age(text: str) -> timedelta:
+    number, unit = text[:-1], text[-1:]
+    if unit not in AGE_UNITS or not number.isdigit():
+        raise argparse.ArgumentTypeError(f"expected an age like 30m, 12h or 7d, not {text!r}")
+    return timedelta(seconds=int(number) * AGE_UNITS[unit])
 
 
 def parse_assignment(text: str) -> tuple[str, object]:
@@ -160,24 +191,37 @@ def status(args, settings: Settings) -> int:
         last = {row["job"]: row for row in conn.execute(sql["latest_runs"])}
         paused = {row["job"] for row in conn.execute(sql["paused_jobs"])}
         warnings = money_warnings(conn)
+        now = datetime.now(UTC)
+        states = job_states(conn, JOBS.values(), now, settings.timezone)
+        known = liveness.processes(conn, timedelta(seconds=settings.process_stale_seconds))
     redis_client.ping(settings.redis_url)
-    now = datetime.now(UTC)
     rows = []
     for job in JOBS.values():
         run = last.get(job.name)
         rows.append({
             "job": job.name, "cron": job.cron, "timezone": settings.app_timezone,
             "next_run": local(cron.next_after(job.cron, settings.timezone, now), settings),
-            "paused": job.name in paused,
+            "paused": job.name in paused, "state": str(states[job.name].state),
             "last_status": run["status"] if run else None,
             "last_started": local(run["started_at"], settings) if run else None,
             "last_duration": seconds(run["duration"]) if run else None,
         })
+    processes = [{"kind": p["kind"], "host": p["host"], "pid": p["pid"],
+                  "alive": p["alive"], "last_beat_s": round(p["beat_age"], 1),
+                  "started": local(p["started_at"], settings), "queues": ",".join(p["queues"]),
+                  "running": ",".join(run["job"] for run in p["running"])} for p in known]
     if args.json:
-        print(json.dumps(rows))
+        print(json.dumps({"jobs": rows, "processes": processes}))
     else:
-        print_table(rows, ["job", "cron", "timezone", "next_run", "paused", "last_status",
+        print_table(rows, ["job", "cron", "timezone", "next_run", "state", "last_status",
                            "last_started", "last_duration"])
+        print()
+        print_table(processes, ["kind", "host", "pid", "alive", "last_beat_s", "started",
+                                "queues", "running"]) if processes else print(
+            "no worker or scheduler has a heartbeat: none is running")
+    for state in states.values():
+        if state.state in (State.OVERDUE, State.OVERRUNNING):
+            warnings.append(f"{state.job} is {state.state}: {state.detail}")
     for warning in warnings:
         print(f"saathii-workers: warning: {warning}", file=sys.stderr)
     return EXIT_OK
@@ -198,6 +242,139 @@ def money_warnings(conn) -> list[str]:
             f"{held['calls']} call(s) held from billing since adoption are still 'ongoing'"
             f" ({held['coins_at_stake']} coins at stake): `python -m workers adopted-calls`")
     return warnings
+
+
+def health_command(args, settings: Settings) -> int:
+    """Exit 0 healthy, 1 degraded, 2 failing; each check on a line."""
+    report = (health.own_process_check(settings, args.process) if args.process
+              else health.check_all(settings, JOBS.values()))
+    if args.json:
+        print(json.dumps(report.as_json(), default=str))
+    else:
+        rows = [{"check": c.name, "verdict": str(c.verdict),
+                 "figure": c.figure if not isinstance(c.figure, dict) else None,
+                 "detail": c.detail} for c in report.checks]
+        print_table(rows, ["check", "verdict", "figure", "detail"], width=None)
+        print(f"{report.verdict}: " + {0: "healthy", 1: "degraded", 2: "failing"}[
+            report.exit_code])
+    return report.exit_code
+
+
+def queues_command(args, settings: Settings) -> int:
+    names = sorted({job.queue for job in JOBS.values()})
+    with (redis_client.client(settings.redis_url) as client,
+          redis_client.failures_as_ours(redis_client.describe(settings.redis_url))):
+        stats = queues.queue_stats(client, names)
+    rows = [queue.as_json() for queue in stats]
+    if args.json:
+        print(json.dumps(rows))
+    else:
+        print_table(rows, ["queue", "waiting", "unacked", "delayed", "dead", "oldest_age_s"])
+    return EXIT_OK
+
+
+def dead_letters_command(args, settings: Settings) -> int:
+    names = sorted({job.queue for job in JOBS.values()})
+    if args.queue is not None and args.queue not in names:
+        raise UsageError(f"unknown queue {args.queue!r}; queues: {', '.join(names)}")
+    if (args.action == "retry") != (args.id is not None):
+        raise UsageError("retry takes one message id; list and purge take none")
+    with (redis_client.client(settings.redis_url) as client,
+          redis_client.failures_as_ours(redis_client.describe(settings.redis_url))):
+        letters = queues.dead_letters(client, [args.queue] if args.queue else names)
+        if args.action == "list":
+            return list_dead_letters(letters, args, settings)
+        if args.action == "retry":
+            return retry_dead_letter(client, letters, args.id, settings)
+        return purge_dead_letters(client, letters, args)
+
+
+def list_dead_letters(letters, args, settings: Settings) -> int:
+    now, runs = datetime.now(UTC), slot_outcomes(letters, settings)
+    rows = [{"id": letter.message_id, "queue": letter.queue, "actor": letter.actor,
+             "slot": letter.slot, "died": local(letter.died_at, settings),
+             "age_s": round(letter.age(now)), "error": dead_letter_error(letter, runs)}
+            for letter in letters]
+    if args.json:
+        print(json.dumps(rows))
+    else:
+        print_table(rows, ["id", "queue", "actor", "slot", "died", "age_s", "error"],
+                    width=None)
+    return EXIT_OK
+
+
+def letter_slot(letter) -> datetime | None:
+    """The slot a dead letter's run was for; None if it names no job's slot."""
+    if letter.actor not in JOBS or letter.slot is None:
+        return None
+    try:
+        return slot_of(datetime.fromisoformat(letter.slot))
+    except (ValueError, OverflowError):
+        return None
+
+
+def slot_outcomes(letters, settings: Settings) -> dict:
+    """The last attempt recorded for each dead letter's (job, slot)."""
+    asked = [(letter.actor, slot) for letter in letters
+             if (slot := letter_slot(letter)) is not None]
+    if not asked:
+        return {}
+    with connect(settings.database_url, autocommit=True) as conn:
+        rows = conn.execute(queries("runs.sql")["slot_outcomes"], {
+            "jobs": [job for job, _ in asked], "slots": [slot for _, slot in asked]})
+        return {(row["job"], row["scheduled_for"]): row for row in rows}
+
+
+def dead_letter_error(letter, runs: dict) -> str:
+    """Why it died: its run's recorded error, else Dramatiq's traceback; a message that
+    names no slot of a job was refused as invalid before any run."""
+    run = runs.get((letter.actor, letter_slot(letter)))
+    if run is not None and run["error"]:
+        return run["error"]
+    if letter.traceback_tail:
+        return letter.traceback_tail
+    if letter_slot(letter) is None:
+        return "refused as an invalid message: it never ran"
+    return "no error recorded"
+
+
+def retry_dead_letter(client, letters, wanted: str, settings: Settings) -> int:
+    """Send the dead letter's run again as a new message, and take it off the dead-letter
+    queue. A run for a slot that already succeeded is a duplicate, a no-op: say so."""
+    try:
+        letter = queues.find(letters, wanted)
+    except LookupError as error:
+        raise UsageError(str(error)) from None
+    slot = letter_slot(letter)
+    if slot is None:
+        raise UsageError(f"{letter.message_id} ({letter.actor}) names no slot of a job:"
+                         " nothing to run again; purge it")
+    message = send_run(workers.broker, letter.actor, slot)
+    queues.remove(client, [letter])
+    with connect(settings.database_url, autocommit=True) as conn:
+        row = conn.execute(queries("runs.sql")["last_attempt"],
+                           {"job": letter.actor, "scheduled_for": slot}).fetchone()
+    note = ("" if row is None or row["status"] not in ("succeeded", "running") else
+            f"; that slot is {row['status']} already, so the run will be a duplicate and do"
+            " nothing")
+    print(f"{letter.actor} {local(slot, settings)} sent again as message"
+          f" {message.message_id}{note}")
+    return EXIT_OK
+
+
+def purge_dead_letters(client, letters, args) -> int:
+    chosen = queues.older_than(letters, args.older_than)
+    if not chosen:
+        print("no dead letters to purge")
+        return EXIT_OK
+    if not args.yes:
+        answer = input(f"purge {len(chosen)} dead letter(s)? [y/N] ") if sys.stdin.isatty() \
+            else ""
+        if answer.strip().lower() not in ("y", "yes"):
+            print("nothing purged (confirm, or pass --yes)")
+            return EXIT_USAGE
+    print(f"purged {queues.remove(client, chosen)} dead letter(s)")
+    return EXIT_OK
 
 
 def history(args, settings: Settings) -> int:
@@ -297,12 +474,13 @@ def seconds(duration) -> float | None:
     return None if duration is None else round(duration.total_seconds(), 3)
 
 
-def print_table(rows: list[dict], columns: list[str]) -> None:
+def print_table(rows: list[dict], columns: list[str], *, width: int | None = 60) -> None:
+    """Rows under their column names; a cell longer than `width` is cut (None: never)."""
     def cell(value) -> str:
         if value is None:
             return "-"
         text = json.dumps(value) if isinstance(value, dict) else str(value)
-        return text if len(text) <= 60 else text[:57] + "..."
+        return text if width is None or len(text) <= width else text[:width - 3] + "..."
 
     table = [columns] + [[cell(row[c]) for c in columns] for row in rows]
     widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
@@ -313,4 +491,5 @@ def print_table(rows: list[dict], columns: list[str]) -> None:
 
 COMMANDS = {"db": db_command, "run-task": run_task, "status": status, "history": history,
             "pause": set_paused, "resume": set_paused, "params": params,
-            "adopted-calls": adopted_calls}
+            "adopted-calls": adopted_calls, "health": health_command,
+            "queues": queues_command, "dead-letters": dead_letters_command}

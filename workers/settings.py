@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import redis.connection
 import sentry_sdk.utils
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from workers.errors import BadSetting
@@ -54,6 +54,11 @@ DEFAULT_PRESENCE_INACTIVE_MINUTES = 5
 DEFAULT_LOG_RETENTION_DAYS = 14
 #: job_runs rows are deleted after this many days.
 DEFAULT_JOB_RUNS_RETENTION_DAYS = 30
+
+#: Each worker process and scheduler records a heartbeat this often (seconds).
+DEFAULT_PROCESS_BEAT_SECONDS = 10
+#: A process whose heartbeat is older than this is dead (seconds).
+DEFAULT_PROCESS_STALE_SECONDS = 60
 
 #: Most billing shards: each is a job, a message per minute and a worker thread busy.
 MAX_BILLING_SHARDS = 64
@@ -103,6 +108,8 @@ class Settings(BrokerSettings):
     presence_inactive_minutes: int = Field(DEFAULT_PRESENCE_INACTIVE_MINUTES, ge=1)
     log_retention_days: int = Field(DEFAULT_LOG_RETENTION_DAYS, ge=1)
     job_runs_retention_days: int = Field(DEFAULT_JOB_RUNS_RETENTION_DAYS, ge=1)
+    process_beat_seconds: int = Field(DEFAULT_PROCESS_BEAT_SECONDS, ge=1, le=15)
+    process_stale_seconds: int = Field(DEFAULT_PROCESS_STALE_SECONDS, ge=5)
 
     @field_validator("database_url")
     @classmethod
@@ -152,6 +159,13 @@ class Settings(BrokerSettings):
         except sentry_sdk.utils.BadDsn as error:
             raise ValueError(f"not a Sentry DSN ({error})") from None
         return value
+
+    @model_validator(mode="after")
+    def _stale_after_beats(self):
+        if self.process_stale_seconds < 2 * self.process_beat_seconds:
+            raise ValueError("PROCESS_STALE_SECONDS must be at least twice PROCESS_BEAT_SECONDS"
+                             " (a live process would look dead between two beats)")
+        return self
 
     @property
     def timezone(self) -> ZoneInfo:

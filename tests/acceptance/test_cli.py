@@ -357,8 +357,10 @@ def test_status_json_lists_every_job_with_its_schedule_and_last_run(cli, db):
     after = datetime.now(UTC)
 
     assert result.returncode == 0, result.stderr
-    rows = json.loads(result.stdout)
+    status = json.loads(result.stdout)
+    rows = status["jobs"]
     assert [row["job"] for row in rows] == list(JOBS)
+    assert status["processes"] == []  # no worker or scheduler runs in this test
     for row in rows:
         job = JOBS[row["job"]]
         assert row["cron"] == job.cron
@@ -369,6 +371,8 @@ def test_status_json_lists_every_job_with_its_schedule_and_last_run(cli, db):
         if job.cron == "* * * * *":
             assert next_run <= after.replace(second=0, microsecond=0) + timedelta(minutes=1)
         assert row["paused"] is (row["job"] == "log_rotation")
+        if row["paused"]:
+            assert row["state"] == "paused"
         assert row["last_status"] == ("succeeded" if row["job"] == JOB else None)
     by_job = {row["job"]: row for row in rows}
     assert by_job[JOB]["last_started"] is not None
@@ -379,10 +383,14 @@ def test_status_prints_a_table_of_every_job(cli):
     result = cli("status")
 
     assert result.returncode == 0, result.stderr
-    header, *lines = result.stdout.strip().splitlines()
-    assert header.split() == ["job", "cron", "timezone", "next_run", "paused", "last_status",
+    jobs, processes = result.stdout.strip().split("\n\n")
+    header, *lines = jobs.splitlines()
+    assert header.split() == ["job", "cron", "timezone", "next_run", "state", "last_status",
                               "last_started", "last_duration"]
     assert [line.split()[0] for line in lines] == list(JOBS)
+    assert processes == "no worker or scheduler has a heartbeat: none is running"
+    # Nothing runs them: every job due since the database was made is overdue, and said so.
+    assert "coin_deduction is overdue" in result.stderr
 
 
 def test_history_shows_runs_newest_first_and_filters_by_job_and_limit(cli, db):
@@ -516,7 +524,7 @@ def test_missing_schema_exits_3_until_db_init_which_is_idempotent(cli, empty_dat
 
     status = cli("status", "--json", DATABASE_URL=empty_database)
     assert status.returncode == 0, status.stderr
-    assert [row["job"] for row in json.loads(status.stdout)] == list(JOBS)
+    assert [row["job"] for row in json.loads(status.stdout)["jobs"]] == list(JOBS)
 
 
 # settings ------------------------------------------------------------------------------

@@ -329,3 +329,15 @@ def test_dockerignore_keeps_local_state_out_of_the_context():
     assert {"devtools", "chaos", "bench"} <= patterns  # what no production image needs
     # What `pip install .` needs must reach the build.
     assert not {"pyproject.toml", "workers", "*"} & patterns
+
+
+def test_each_app_container_is_healthy_while_its_own_process_beats(services):
+    from workers.cli import make_parser
+
+    for name, kind in (("worker", "worker"), ("scheduler", "scheduler")):
+        check = services[name]["healthcheck"]
+        assert check["test"][:4] == ["CMD", "python", "-m", "workers"], name
+        args = make_parser().parse_args(check["test"][4:])  # the CLI accepts it as written
+        assert (args.command, args.process) == ("health", kind), name
+        # A beat every PROCESS_BEAT_SECONDS (10 s): a check every 15 s sees each one.
+        assert check["interval"] == "15s" and check["retries"] >= 2, name

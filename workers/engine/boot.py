@@ -9,8 +9,12 @@ Importing any module of ours does none of this: a host process that imports us k
 own logging and Sentry client.
 """
 
+import atexit
 import logging
+import signal
 import sys
+import threading
+from datetime import timedelta
 from functools import partial
 
 import dramatiq
@@ -21,6 +25,7 @@ from workers.engine import runtime
 from workers.engine.broker import send_run
 from workers.engine.hooks import Hooks
 from workers.engine.jobs import check_table
+from workers.engine.liveness import Heartbeat
 from workers.errors import InvalidParams
 from workers.observability.alerts import RunAlerts, init_sentry
 from workers.observability.logs import RunLog, configure_logging
@@ -52,4 +57,29 @@ def boot(kind: str, *, settings: Settings | None = None,
         hooks.subscribe(RunAlerts())
     send = None if broker is None else partial(send_run, broker)
     log.debug("booted as %s", kind)
-    return runtime.configure(settings, hooks=hooks, send=send)
+    current = runtime.configure(settings, hooks=hooks, send=send)
+    if kind == "scheduler":
+        beat_until_exit(heartbeat(current, "scheduler"))
+    return current
+
+
+def heartbeat(current: runtime.Runtime, kind: str, *, queues: tuple[str, ...] = (),
+              threads: int = 0) -> Heartbeat:
+    """This process's heartbeat, started and told of the runs it executes."""
+    beat = Heartbeat(current.pool, kind, queues=queues, threads=threads,
+                     every=timedelta(seconds=current.settings.process_beat_seconds))
+    current.hooks.subscribe(beat)
+    return beat.start()
+
+
+def beat_until_exit(beat: Heartbeat) -> None:
+    """The scheduler's exit is clean on SIGTERM as on Ctrl-C: periodiq dies of SIGTERM's
+    default action, which would leave its heartbeat to go stale; SystemExit lets atexit
+    remove it."""
+    atexit.register(beat.stop)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _exit_cleanly)
+
+
+def _exit_cleanly(signum, frame):
+    raise SystemExit(0)

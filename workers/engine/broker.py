@@ -48,6 +48,29 @@ class CatchUpOnBoot(Middleware):
             send_run(broker, "catch_up", datetime.now(UTC))
 
 
+class Liveness(Middleware):
+    """A worker process beats while it works (workers.engine.liveness), and removes its
+    heartbeat when it stops cleanly."""
+
+    def __init__(self):
+        self.beat = None
+
+    def after_worker_boot(self, broker, worker):
+        if not runtime.booted():
+            return
+        from workers.engine.boot import heartbeat
+
+        queues = worker.consumer_whitelist or {
+            queue for queue in broker.get_declared_queues() if not queue.endswith(".DQ")}
+        self.beat = heartbeat(runtime.current(), "worker", queues=tuple(queues),
+                              threads=worker.worker_threads)
+
+    def before_worker_shutdown(self, broker, worker):
+        if self.beat is not None:
+            self.beat.stop()
+            self.beat = None
+
+
 def create_broker(settings: BrokerSettings) -> RedisBroker:
     """The broker, made Dramatiq's global one unless the process has one already (a host
     that imports us keeps its own). Middleware order matters: periodiq's must exist before
@@ -64,6 +87,7 @@ def create_broker(settings: BrokerSettings) -> RedisBroker:
     broker.add_middleware(PeriodiqMiddleware(skip_delay=settings.periodiq_skip_delay))
     broker.add_middleware(ProcessBoot())
     broker.add_middleware(CatchUpOnBoot())
+    broker.add_middleware(Liveness())
     if dramatiq.broker.global_broker is None:
         dramatiq.set_broker(broker)
     return broker

@@ -123,6 +123,9 @@ class Job:
     shard: Shard = field(default=EVERYTHING)
     #: What to do about a run near its time limit, told with the warning (hooks.NEAR_LIMIT).
     near_limit_hint: str = ""
+    #: How long past a slot before its run is overdue (health); None: a minute for an
+    #: every-minute job, five minutes for any other.
+    overdue_grace: timedelta | None = None
 
     def __post_init__(self):
         cron.parse(self.cron)  # refuse a bad spec where it is declared
@@ -130,6 +133,8 @@ class Job:
             raise ValueError(f"{self.name}: time_limit must be positive")
         if self.max_retries < 0:
             raise ValueError(f"{self.name}: max_retries must be >= 0")
+        if self.overdue_grace is not None and self.overdue_grace <= timedelta(0):
+            raise ValueError(f"{self.name}: overdue_grace must be positive")
 
     def perform(self) -> Callable:
         """The work function."""
@@ -142,6 +147,14 @@ class Job:
                    overrides: Mapping[str, Any] | None = None) -> JobParams:
         """The parameters of a run: see JobParams.resolve."""
         return self.params_model().resolve(self.name, settings, overrides)
+
+    @property
+    def grace(self) -> timedelta:
+        """How long past a slot before its run is overdue."""
+        if self.overdue_grace is not None:
+            return self.overdue_grace
+        every_minute = self.cron.split() == ["*"] * 5
+        return timedelta(minutes=1 if every_minute else 5)
 
     @property
     def sharded(self) -> bool:

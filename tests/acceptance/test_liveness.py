@@ -1,0 +1,131 @@
+"""Liveness and health with the real executables: heartbeats of `dramatiq workers` and
+`periodiq workers` in PostgreSQL, what `python -m workers health` says when one dies and
+when it is back, and the compose healthcheck's own command.
+
+Beats are fast here (PROCESS_BEAT_SECONDS=1, stale after 5 s) so that a death is seen in
+seconds; which slots are overdue is asked of health at an explicit logical time rather
+than by waiting for a minute to pass.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from test_processes import DRAMATIQ, PERIODIQ, STOP_WAIT, services  # noqa: F401
+
+from workers.engine import cron
+from workers.observability import health
+from workers.schedule import JOBS
+from workers.settings import Settings
+
+pytestmark = pytest.mark.acceptance
+
+FAST = {"PROCESS_BEAT_SECONDS": "1", "PROCESS_STALE_SECONDS": "5"}
+PROCESSES = "SELECT kind, pid, queues, threads, running FROM job_processes ORDER BY kind, pid"
+
+
+def workers_cli(db, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "workers", *args], env=db.env(**FAST),
+                          capture_output=True, text=True, timeout=60)
+
+
+def checks(result: subprocess.CompletedProcess) -> dict[str, dict]:
+    return {check["check"]: check for check in json.loads(result.stdout)["checks"]}
+
+
+#: Checks of the machine, not of the system: a busy test machine may warn of its load.
+MACHINE = ("load", "memory")
+
+
+def healthy(db) -> subprocess.CompletedProcess | None:
+    """health --json, when every check of the system in it is ok."""
+    result = workers_cli(db, "health", "--json")
+    not_ok = [c for name, c in checks(result).items()
+              if name not in MACHINE and c["verdict"] != "ok"]
+    print("not ok:", not_ok)  # the last of these is shown when the wait fails
+    return None if not_ok else result
+
+
+def settle_every_slot(db) -> None:
+    """Run each job for its latest slot, as an operator's run-task would: so that nothing
+    is overdue from before the test's processes started."""
+    now, timezone = datetime.now(UTC), Settings().timezone
+    for job in JOBS.values():  # the latest slot, and the latest past its grace
+        for slot in {cron.latest_at_or_before(job.cron, timezone, at)
+                     for at in (now, now - job.grace)}:
+            done = workers_cli(db, "run-task", job.name, "--as-of", slot.isoformat())
+            assert done.returncode == 0, done.stderr
+
+
+def test_a_killed_worker_fails_health_and_its_restart_heals_it(db, services):  # noqa: F811
+    settle_every_slot(db)
+    worker = services.start("dramatiq", DRAMATIQ, **FAST)
+    scheduler = services.start("periodiq", PERIODIQ, **FAST)
+
+    with db.connect() as conn:
+        beating = services.wait_for(
+            "a worker's and the scheduler's heartbeats",
+            lambda: (rows := conn.execute(PROCESSES).fetchall())
+            and {row["kind"] for row in rows} == {"worker", "scheduler"} and rows,
+            alive=(worker, scheduler))
+    [scheduler_row, worker_row] = beating
+    assert set(worker_row["queues"]) == {job.queue for job in JOBS.values()}
+    assert worker_row["threads"] == 2
+    assert workers_cli(db, "health", "--process", "worker").returncode == 0
+    assert workers_cli(db, "health", "--process", "scheduler").returncode == 0
+    first = services.wait_for(  # the first minute's runs are done: nothing overdue
+        "every check ok", lambda: healthy(db), alive=(worker, scheduler))
+    assert checks(first)["schedulers"]["figure"] == 1
+
+    [child] = [pid for pid in worker.members() if pid != worker.pid]
+    assert worker_row["pid"] == child  # the worker process beats, not dramatiq's parent
+    for pid in (worker.pid, child):  # no clean exit: its row stays, and goes stale
+        os.kill(pid, signal.SIGKILL)
+    worker.popen.wait(timeout=STOP_WAIT)
+
+    failing = services.wait_for(
+        "health exiting 2", lambda: (r := workers_cli(db, "health", "--json")).returncode == 2
+        and r, timeout=30)
+    found = checks(failing)
+    assert found["workers:billing"]["verdict"] == "fail"
+    assert f"dead: worker {socket.gethostname()}:{child} last beat" in \
+        found["workers:billing"]["detail"]  # the dead worker, named
+    assert workers_cli(db, "health", "--process", "worker").returncode == 2
+    assert workers_cli(db, "health", "--process", "scheduler").returncode == 0
+
+    # Two minutes on, the minutes nobody ran are overdue (the scheduler still sends them).
+    settings = Settings(_env_file=None, database_url=db.url, redis_url=db.redis_url,
+                        process_beat_seconds=1, process_stale_seconds=5)
+    later = health.check_all(settings, JOBS.values(), datetime.now(UTC) + timedelta(minutes=2))
+    overdue = {c.name: c for c in later.checks}["job:coin_deduction"]
+    assert (overdue.verdict, overdue.figure) == (health.Verdict.FAIL, "overdue")
+    assert later.exit_code == 2
+
+    again = services.start("dramatiq", DRAMATIQ, **FAST)
+    services.wait_for("every check ok again", lambda: healthy(db), alive=(again, scheduler))
+    assert workers_cli(db, "health", "--process", "worker").returncode == 0
+
+
+def test_a_clean_exit_removes_the_heartbeat_and_two_schedulers_warn(db, services):  # noqa: F811
+    first = services.start("periodiq", PERIODIQ, **FAST)
+    second = services.start("periodiq", PERIODIQ, **FAST)
+    with db.connect() as conn:
+        services.wait_for("two schedulers beating", lambda: len(
+            conn.execute("SELECT 1 FROM job_processes WHERE kind = 'scheduler'").fetchall())
+            == 2, alive=(first, second))
+        result = workers_cli(db, "health", "--json")
+        assert checks(result)["schedulers"]["verdict"] == "warn"
+        assert checks(result)["schedulers"]["figure"] == 2
+
+        for scheduler in (first, second):  # SIGTERM, as compose and make run stop it
+            scheduler.popen.send_signal(signal.SIGTERM)
+            assert scheduler.popen.wait(timeout=STOP_WAIT) == 0, scheduler.tail()
+        assert conn.execute(PROCESSES).fetchall() == []
+    result = workers_cli(db, "health", "--json")
+    assert result.returncode == 2
+    assert checks(result)["schedulers"]["detail"].startswith("no live scheduler")
