@@ -528,6 +528,17 @@ CREATE TABLE IF NOT EXISTS job_processes (
     updated_at  timestamptz NOT NULL DEFAULT now()
 );
 
+-- The health_check job's record: one row per run (its slot), each check's figure and
+-- verdict. A check's alert and its recovery are told once, by comparing a run with the
+-- one before it.
+CREATE TABLE IF NOT EXISTS health_checks (
+    checked_for  timestamptz PRIMARY KEY,
+    verdict      text NOT NULL CHECK (verdict IN ('ok', 'warn', 'fail')),
+    checks       jsonb NOT NULL CHECK (jsonb_typeof(checks) = 'array'),
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    updated_at   timestamptz NOT NULL DEFAULT now()
+);
+
 -- Every constraint of ours added NOT VALID above is validated: each reads its table under
 -- a SHARE UPDATE EXCLUSIVE lock, which lets the API's reads and writes through.
 DO $$
@@ -555,5 +566,5 @@ VALUES (1, 'Saathii tables, money constraints, job_runs, job_settings'),
        (6, 'fillfactor 50 of user_calls: every call of a page can be billed in place'),
        (7, 'in_shard(); presence_cleanup''s inactive_minutes override renamed'),
        (8, 'beside the Saathii API: sightings, maximum length, API hang-ups, exact pay'),
-       (9, 'job_processes: the heartbeats of live workers and schedulers')
+       (9, 'job_processes (heartbeats of workers and schedulers), health_checks')
 ON CONFLICT (version) DO NOTHING;

@@ -75,6 +75,15 @@ def table(billing_shards: int = 1) -> dict[str, Job]:
             missed=MissedRuns.LATEST,
         ),
         Job(
+            name="health_check",
+            work="workers.jobs.health_check:health_check",
+            params="workers.jobs.health_check:Params",
+            cron="*/5 * * * *",
+            description="Records every health check; alerts once when one turns failing.",
+            lock_id=7,
+            time_limit=timedelta(minutes=1),
+        ),
+        Job(
             name="catch_up",
             work="workers.engine.catch_up:catch_up",
             cron="* * * * *",

@@ -51,6 +51,23 @@ with connect(runtime.settings.database_url, autocommit=True) as conn:
 sentry_sdk.flush(10)
 """
 
+#: Two health_check runs five minutes apart with nothing running, as the CLI runs them.
+TWO_HEALTH_CHECKS = """
+from datetime import UTC, datetime, timedelta
+from workers.engine.boot import boot
+from workers.engine.db import connect
+from workers.engine.runs import run_job
+from workers.schedule import JOBS
+import sentry_sdk
+
+runtime = boot("cli")
+first = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
+with connect(runtime.settings.database_url, autocommit=True) as conn:
+    for slot in (first, first + timedelta(minutes=5)):
+        print(run_job(conn, JOBS["health_check"], slot, runtime.run_options()).status)
+sentry_sdk.flush(10)
+"""
+
 
 class Ingest(BaseHTTPRequestHandler):
     envelopes: list[bytes] = []
@@ -211,6 +228,22 @@ def test_a_run_near_its_time_limit_is_reported_as_a_warning(db, sentry):
     assert event["fingerprint"] == ["saathii-workers", "near-limit", "coin_deduction"]
     assert event["message"].endswith(
         "of its 0.4 s time limit. Split billing further: raise BILLING_SHARDS.")
+
+
+def test_a_health_check_turning_failing_is_one_message_not_one_per_run(db, sentry):
+    done = subprocess.run([sys.executable, "-c", TWO_HEALTH_CHECKS], capture_output=True,
+                          text=True, timeout=90, env=db.env(SENTRY_DSN=sentry))
+    assert (done.returncode, done.stdout.split()) == (0, ["succeeded"] * 2), done.stderr[-3000:]
+
+    found = events(Ingest.envelopes)
+    by_check = {event["fingerprint"][2]: event for event in found}
+    assert len(by_check) == len(found)  # each failing check once, over both runs
+    scheduler = by_check["schedulers"]
+    assert (scheduler["level"], scheduler["fingerprint"][:2]) == (
+        "error", ["saathii-workers", "health"])
+    assert scheduler["message"] == ("health check schedulers is failing: no live scheduler:"
+                                    " nothing is sent on time")
+    assert {"workers:billing", "job:coin_deduction"} <= set(by_check)
 
 
 def test_no_dsn_means_no_reporting(monkeypatch):

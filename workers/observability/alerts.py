@@ -7,10 +7,13 @@ What reaches Sentry, each once:
   JobFailed, a Retry, which its worker and Sentry's Dramatiq middleware leave alone; and
   the run log's lines (logger "workers.runs") are not turned into events.
 - an after-commit step that failed, and a run near its time limit: warnings.
+- a health check that turned failing (the health_check job): one message, per turn.
 - anything else an actor raises outside the run contract (the database unreachable before
   the claim, say), through Sentry's Dramatiq middleware and logging integration.
 Nothing personal leaves: no message arguments (user ids, amounts), no local variables.
 """
+
+import logging
 
 import sentry_sdk
 from sentry_sdk.integrations.dramatiq import DramatiqIntegration
@@ -18,6 +21,7 @@ from sentry_sdk.integrations.logging import ignore_logger
 
 from workers.engine.hooks import Finished, Subscriber
 from workers.engine.runs import Status
+from workers.observability.health import Check
 from workers.observability.logs import RUN_LOGGER
 from workers.settings import Settings
 
@@ -26,6 +30,9 @@ MESSAGE_FIELDS_KEPT = ("queue_name", "actor_name", "message_id", "message_timest
 MESSAGE_OPTIONS_KEPT = ("scheduled_at", "retries")
 #: The first part of every fingerprint of ours: one issue per job and kind of trouble.
 FINGERPRINT = "saathii-workers"
+
+#: The health checks' alerts and recoveries (the health_check job): once per turn.
+health_log = logging.getLogger("workers.health")
 
 
 def init_sentry(settings: Settings) -> bool:
@@ -41,6 +48,7 @@ def init_sentry(settings: Settings) -> bool:
         before_send=strip_message_arguments,
     )
     ignore_logger(RUN_LOGGER)  # RunAlerts reports the runs
+    ignore_logger(health_log.name)  # health_failing reports the checks
     return True
 
 
@@ -87,3 +95,16 @@ def strip_message_arguments(event: dict, hint: dict) -> dict:
             crumb["message"] = "(dramatiq log line withheld: it may carry message arguments)"
             crumb.pop("data", None)
     return event
+
+
+def health_failing(check: Check) -> None:
+    """A health check turned failing: an ERROR line and a Sentry message (one issue per
+    check), once; the health_check job calls this only on the turn."""
+    health_log.error("health check %s is failing: %s", check.name, check.detail)
+    sentry_sdk.capture_message(f"health check {check.name} is failing: {check.detail}",
+                               level="error", fingerprint=[FINGERPRINT, "health", check.name],
+                               tags={"check": check.name})
+
+
+def health_recovered(name: str) -> None:
+    health_log.info("health check %s has recovered", name)

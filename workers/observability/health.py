@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import IntEnum
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from workers.engine import liveness, queues, redis_client
 from workers.engine.db import connect, queries, schema_version
@@ -87,30 +88,35 @@ def _latency(name: str, seconds: float) -> Check:
 
 
 def check_all(settings: Settings, jobs: Iterable[Job], now: datetime | None = None) -> Report:
-    """Every check, as of `now` (the jobs' slots and the processes' beats)."""
+    """Every check, as of `now` (which slots are due; the processes' beats are judged by
+    the database's clock)."""
     jobs, now = list(jobs), now or datetime.now(UTC)
     report = Report()
     try:
-        conn, seconds = _timed(lambda: connect(settings.database_url, autocommit=True))
+        conn = connect(settings.database_url, autocommit=True)
     except Unavailable as error:
         report.checks.append(Check("postgres", Verdict.FAIL, None, str(error)))
-        conn = None
-    if conn is not None:
+    else:
         with conn:
-            _, seconds = _timed(lambda: conn.execute("SELECT 1").fetchone())
-            report.checks.append(_latency("postgres", seconds))
-            try:
-                schema_version(conn)
-            except WorkersError as error:
-                report.checks.append(Check("schema", Verdict.FAIL, None, str(error)))
-            else:
-                stale_after = timedelta(seconds=settings.process_stale_seconds)
-                known = liveness.processes(conn, stale_after)
-                report.checks += process_checks(known, jobs)
-                report.checks += job_checks(conn, jobs, now, settings)
-    report.checks += redis_checks(settings, jobs, now)
-    report.checks += machine_checks(settings)
+            report.checks += database_checks(
+                conn, jobs, now, settings.timezone,
+                timedelta(seconds=settings.process_stale_seconds))
+    report.checks += redis_checks(settings.redis_url, jobs, now)
+    report.checks += machine_checks(settings.log_dir)
     return report
+
+
+def database_checks(conn, jobs: list[Job], now: datetime, timezone: ZoneInfo,
+                    stale_after: timedelta) -> list[Check]:
+    """PostgreSQL's round trip, the schema, the processes' heartbeats and the jobs."""
+    _, seconds = _timed(lambda: conn.execute("SELECT 1").fetchone())
+    checks = [_latency("postgres", seconds)]
+    try:
+        schema_version(conn)
+    except WorkersError as error:
+        return [*checks, Check("schema", Verdict.FAIL, None, str(error))]
+    checks += process_checks(liveness.processes(conn, stale_after), jobs)
+    return checks + job_checks(conn, jobs, now, timezone)
 
 
 def _who(process: dict) -> str:
@@ -151,10 +157,10 @@ def process_checks(known: list[dict], jobs: list[Job]) -> list[Check]:
     return checks
 
 
-def job_checks(conn, jobs: list[Job], now: datetime, settings: Settings) -> list[Check]:
+def job_checks(conn, jobs: list[Job], now: datetime, timezone: ZoneInfo) -> list[Check]:
     """Per job: overdue (failing), overrunning or failed in the last hour (warnings),
     paused (ok, said so)."""
-    states = job_states(conn, jobs, now, settings.timezone)
+    states = job_states(conn, jobs, now, timezone)
     failures = {row["job"]: row for row in conn.execute(queries("health.sql")["recent_failures"], {
         "jobs": [job.name for job in jobs], "since": now - FAILURES_SINCE, "now": now})}
     checks = []
@@ -165,15 +171,14 @@ def job_checks(conn, jobs: list[Job], now: datetime, settings: Settings) -> list
         detail = state.detail
         if failure is not None:
             verdict = max(verdict, Verdict.WARN)
-            at = failure["started_at"].astimezone(settings.timezone).isoformat(timespec="seconds")
+            at = failure["started_at"].astimezone(timezone).isoformat(timespec="seconds")
             detail += f"; failed at {at}: {failure['error']}"
         checks.append(Check(f"job:{job.name}", verdict, str(state.state), detail))
     return checks
 
 
-def redis_checks(settings: Settings, jobs: list[Job], now: datetime) -> list[Check]:
+def redis_checks(url: str, jobs: list[Job], now: datetime) -> list[Check]:
     """Redis's round trip; per queue, its oldest waiting message and its dead letters."""
-    url = settings.redis_url
     try:
         with (redis_client.client(url) as client,
               redis_client.failures_as_ours(redis_client.describe(url))):
@@ -202,13 +207,12 @@ def _share_check(name: str, free: int, total: int, what: str) -> Check:
                  f"{free / 2**30:.1f} GiB free of {total / 2**30:.1f} GiB {what}")
 
 
-def machine_checks(settings: Settings) -> list[Check]:
+def machine_checks(log_dir: Path | None) -> list[Check]:
     """Free disk where we write (LOG_DIR), free memory and the load of this machine."""
     checks = []
-    if settings.log_dir is not None:
-        usage = shutil.disk_usage(settings.log_dir)
-        checks.append(_share_check("disk:LOG_DIR", usage.free, usage.total,
-                                   f"at {settings.log_dir}"))
+    if log_dir is not None:
+        usage = shutil.disk_usage(log_dir)
+        checks.append(_share_check("disk:LOG_DIR", usage.free, usage.total, f"at {log_dir}"))
     memory = _meminfo()
     if memory:
         checks.append(_share_check("memory", memory["MemAvailable"], memory["MemTotal"],
