@@ -68,6 +68,36 @@ with connect(runtime.settings.database_url, autocommit=True) as conn:
 sentry_sdk.flush(10)
 """
 
+#: Runs of each kind a cron monitor must tell apart, as the CLI runs them: one that
+#: succeeds, its duplicate, one that fails, one locked out, one paused.
+RUNS_FOR_CRONS = f"""
+import sys
+from datetime import UTC, datetime, timedelta
+sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
+from workers.engine.boot import boot
+from workers.engine import controls
+from workers.engine.db import connect
+from workers.engine.jobs import LOCK_NAMESPACE
+from workers.engine.runs import run_job
+from workers.schedule import JOBS
+import raising_job
+import sentry_sdk
+
+runtime = boot("cli")
+slot = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
+options = runtime.run_options()
+url = runtime.settings.database_url
+with connect(url, autocommit=True) as conn, connect(url, autocommit=True) as other:
+    print(run_job(conn, JOBS["coin_deduction"], slot, options).status)
+    print(run_job(conn, JOBS["coin_deduction"], slot, options).status)
+    print(run_job(conn, raising_job.JOB, slot, options).status)
+    other.execute("SELECT pg_advisory_lock(%s, %s)", [LOCK_NAMESPACE, JOBS["call_cleanup"].lock_id])
+    print(run_job(conn, JOBS["call_cleanup"], slot, options).status)
+    controls.set_paused(conn, JOBS["presence_cleanup"], True)
+    print(run_job(conn, JOBS["presence_cleanup"], slot, options).status)
+sentry_sdk.flush(10)
+"""
+
 
 class Ingest(BaseHTTPRequestHandler):
     envelopes: list[bytes] = []
@@ -244,6 +274,36 @@ def test_a_health_check_turning_failing_is_one_message_not_one_per_run(db, sentr
     assert scheduler["message"] == ("health check schedulers is failing: no live scheduler:"
                                     " nothing is sent on time")
     assert {"workers:billing", "job:coin_deduction"} <= set(by_check)
+
+
+def check_ins(envelopes: list[bytes]) -> list[dict]:
+    found = []
+    for envelope in envelopes:
+        lines = envelope.split(b"\n")
+        for header, payload in zip(lines[1::2], lines[2::2], strict=False):
+            if json.loads(header).get("type") == "check_in":
+                found.append(json.loads(payload))
+    return found
+
+
+def test_the_run_that_holds_the_lock_checks_in_and_no_other(db, sentry):
+    done = subprocess.run([sys.executable, "-c", RUNS_FOR_CRONS], capture_output=True,
+                          text=True, timeout=90, env=db.env(SENTRY_DSN=sentry))
+    assert done.stdout.split() == ["succeeded", "duplicate", "failed", "skipped", "skipped"], \
+        done.stderr[-3000:]
+
+    found = check_ins(Ingest.envelopes)
+    assert [(c["monitor_slug"], c["status"]) for c in found] == [
+        ("coin_deduction", "in_progress"), ("coin_deduction", "ok"),
+        (RAISING.name, "in_progress"), (RAISING.name, "error")]
+    billing = found[:2]
+    assert billing[0]["check_in_id"] == billing[1]["check_in_id"]
+    assert billing[1]["duration"] > 0
+    assert billing[1]["monitor_config"] == {
+        "schedule": {"type": "crontab", "value": "* * * * *"}, "timezone": "Asia/Kolkata",
+        "checkin_margin": 1, "max_runtime": 1, "failure_issue_threshold": 1,
+        "recovery_threshold": 1}
+    assert found[2]["check_in_id"] == found[3]["check_in_id"] != billing[0]["check_in_id"]
 
 
 def test_no_dsn_means_no_reporting(monkeypatch):

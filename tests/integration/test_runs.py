@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 import psycopg
 import pytest
 
-from workers.engine.hooks import Claimed, Finished, Hooks, Subscriber
+from workers.engine.hooks import Claimed, Finished, Hooks, Started, Subscriber
 from workers.engine.jobs import LOCK_NAMESPACE
 from workers.engine.runs import RunOptions, Status, run_job, slot_of
 from workers.observability.logs import RUN_LOGGER, RunLog
@@ -205,17 +205,21 @@ class Told(Subscriber):
         if self.fails:
             raise RuntimeError("a broken subscriber")
 
+    def run_started(self, event):
+        self.run_claimed(event)
+
     def run_finished(self, event):
         self.run_claimed(event)
 
 
-def test_the_hooks_hear_the_claim_then_the_finished_outcome(conn):
+def test_the_hooks_hear_the_claim_the_start_under_the_lock_then_the_outcome(conn):
     told = Told()
     outcome = run_job(conn, JOB, SLOT, replace(OPTIONS, hooks=Hooks(told)), trigger="cli",
                       work=Recorder())
 
-    claimed, finished = told.events
+    claimed, started, finished = told.events
     assert isinstance(claimed, Claimed) and isinstance(finished, Finished)
+    assert isinstance(started, Started) and started.run_id == claimed.run_id
     assert (claimed.job, claimed.scheduled_for, claimed.attempt, claimed.trigger) == (
         JOB, SLOT, 1, "cli")
     assert claimed.run_id == runs(conn)[0]["run_id"]
@@ -236,7 +240,7 @@ def test_the_duration_told_is_the_transactions_not_its_after_commit_steps(conn):
     began = time.monotonic()
     run_job(conn, JOB, SLOT, replace(OPTIONS, hooks=Hooks(told)), work=work)
 
-    _, finished = told.events
+    _, _, finished = told.events
     assert began + finished.duration <= marks["after_commit"]
 
 
@@ -257,8 +261,10 @@ def test_failed_and_skipped_runs_are_told_too(conn, status):
     run_job(conn, JOB, SLOT, replace(OPTIONS, hooks=Hooks(told)),
             work=Recorder(fail_times=1))
 
-    claimed, finished = told.events
+    claimed, *started, finished = told.events
     assert finished.outcome.status == status and finished.outcome.attempt == claimed.attempt
+    # A failed run had started its work; a paused one never did.
+    assert [type(event) for event in started] == ([Started] if status == "failed" else [])
 
 
 def test_a_failing_subscriber_changes_nothing_and_the_others_are_still_told(conn, caplog):
@@ -267,10 +273,10 @@ def test_a_failing_subscriber_changes_nothing_and_the_others_are_still_told(conn
                       work=Recorder())
 
     assert outcome.status is Status.SUCCEEDED and runs(conn)[0]["status"] == "succeeded"
-    assert len(broken.events) == len(after.events) == 2
+    assert len(broken.events) == len(after.events) == 3
     assert [line for line in caplog.messages if line.startswith("run hook")] == [
         f"run hook Told.{hook} failed on coin_deduction {SLOT.isoformat()}"
-        for hook in ("run_claimed", "run_finished")]
+        for hook in ("run_claimed", "run_started", "run_finished")]
 
 
 def insert_running(conn, *, backend_pid: int, backend_start, deadline: timedelta):

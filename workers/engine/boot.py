@@ -27,7 +27,7 @@ from workers.engine.hooks import Hooks
 from workers.engine.jobs import check_table
 from workers.engine.liveness import Heartbeat
 from workers.errors import InvalidParams
-from workers.observability.alerts import RunAlerts, init_sentry
+from workers.observability.alerts import CronMonitors, RunAlerts, init_sentry
 from workers.observability.logs import RunLog, configure_logging
 from workers.settings import Settings, load_settings
 
@@ -55,6 +55,7 @@ def boot(kind: str, *, settings: Settings | None = None,
     hooks = Hooks(RunLog())
     if init_sentry(settings):
         hooks.subscribe(RunAlerts())
+        hooks.subscribe(CronMonitors(settings.app_timezone))
     send = None if broker is None else partial(send_run, broker)
     log.debug("booted as %s", kind)
     current = runtime.configure(settings, hooks=hooks, send=send)

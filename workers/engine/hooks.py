@@ -1,12 +1,15 @@
-"""The run contract's one extension point: subscribers hear of every run's two moments.
+"""The run contract's one extension point: subscribers hear of every run's moments.
 
 - claimed: a run took its slot (job_runs row 'running', attempt n), before any work;
+- started: it holds the job's lock and its work begins (a paused or locked-out run never
+  starts);
 - finished: every outcome, with its duration and result: succeeded, failed, skipped
   (paused, locked), and duplicate (a slot taken already: nothing was claimed).
 
-Logging and Sentry subscribe here today (workers.observability), metrics and cron monitors
-will. A subscriber is told in the thread that ran the job, after the fact: what it does
-cannot change the run, and its failure is logged and goes no further. Runs from a worker,
+Logging, Sentry (its events and cron monitors) and the process's heartbeat subscribe here.
+A subscriber is told in the thread that ran the job (`started` inside the work's
+transaction, so it must not block): what it does cannot change the run, and its failure is
+logged and goes no further. Runs from a worker,
 the CLI and tests pass through the same hooks, whichever subscribers their process has.
 """
 
@@ -30,6 +33,15 @@ NEAR_LIMIT = 0.5
 
 @dataclass(frozen=True)
 class Claimed:
+    job: Job
+    scheduled_for: datetime
+    attempt: int
+    trigger: str
+    run_id: int
+
+
+@dataclass(frozen=True)
+class Started:
     job: Job
     scheduled_for: datetime
     attempt: int
@@ -69,9 +81,12 @@ class Finished:
 
 
 class Subscriber:
-    """What a subscriber may implement; both default to nothing."""
+    """What a subscriber may implement; each defaults to nothing."""
 
     def run_claimed(self, event: Claimed) -> None:
+        pass
+
+    def run_started(self, event: Started) -> None:
         pass
 
     def run_finished(self, event: Finished) -> None:
@@ -91,12 +106,16 @@ class Hooks:
         for subscriber in self.subscribers:
             self._tell(subscriber.run_claimed, event)
 
+    def started(self, event: Started) -> None:
+        for subscriber in self.subscribers:
+            self._tell(subscriber.run_started, event)
+
     def finished(self, event: Finished) -> None:
         for subscriber in self.subscribers:
             self._tell(subscriber.run_finished, event)
 
     @staticmethod
-    def _tell(hook, event: Claimed | Finished) -> None:
+    def _tell(hook, event: Claimed | Started | Finished) -> None:
         try:
             hook(event)
         except Exception:

@@ -37,7 +37,7 @@ from psycopg.types.json import Jsonb
 from redis import Redis
 
 from workers.engine.db import queries
-from workers.engine.hooks import Claimed, Finished, Hooks
+from workers.engine.hooks import Claimed, Finished, Hooks, Started
 from workers.engine.jobs import LOCK_NAMESPACE, Job, JobParams
 from workers.errors import WorkersError
 
@@ -146,7 +146,8 @@ def run_job(conn: psycopg.Connection, job: Job, scheduled_for: datetime, options
         run_id, attempt = claimed["run_id"], claimed["attempt"]
         options.hooks.claimed(Claimed(job=job, scheduled_for=slot, attempt=attempt,
                                       trigger=trigger, run_id=run_id))
-        outcome, after_commit = _attempt(conn, job, slot, options, run_id, attempt, work)
+        outcome, after_commit = _attempt(conn, job, slot, options, run_id, attempt, trigger,
+                                         work)
         duration = time.monotonic() - began  # the time limit is the transaction's
         if after_commit:
             outcome = replace(outcome, after_commit_errors=_after_commit(after_commit))
@@ -167,7 +168,7 @@ def _claim(conn: psycopg.Connection, job: Job, slot: datetime, options: RunOptio
 
 
 def _attempt(conn: psycopg.Connection, job: Job, slot: datetime, options: RunOptions,
-             run_id: int, attempt: int, work: Work | None,
+             run_id: int, attempt: int, trigger: str, work: Work | None,
              ) -> tuple[RunOutcome, list[Callable[[], None]]]:
     """The claimed attempt: pause, parameters, then the work under the job's lock; its
     outcome, and the after-commit steps a success leaves to run."""
@@ -194,6 +195,9 @@ def _attempt(conn: psycopg.Connection, job: Job, slot: datetime, options: RunOpt
             }).fetchone()["locked"]
             if not locked:
                 raise _LockHeld
+            # In the transaction, under the lock: a subscriber only queues what it reports.
+            options.hooks.started(Started(job=job, scheduled_for=slot, attempt=attempt,
+                                          trigger=trigger, run_id=run_id))
             result = _json_safe((work or job.perform())(conn, context))
             _finish(conn, run_id, Status.SUCCEEDED, result=result)
     except _LockHeld:

@@ -8,18 +8,29 @@ What reaches Sentry, each once:
   the run log's lines (logger "workers.runs") are not turned into events.
 - an after-commit step that failed, and a run near its time limit: warnings.
 - a health check that turned failing (the health_check job): one message, per turn.
+
+And one cron monitor per job of the table (CronMonitors): the run that holds the slot's
+lock checks in `in_progress`, then `ok` or `error` with its duration; the monitor's
+schedule, timezone, margin and maximum runtime come with every check-in, so Sentry creates
+and updates the monitors from the table. A duplicate, a run locked out and a paused run
+send nothing: the run that holds the slot reports it, and a paused job has no run to
+report (Sentry marks its slots missed; pause the monitor in Sentry for a planned pause).
 - anything else an actor raises outside the run contract (the database unreachable before
   the claim, say), through Sentry's Dramatiq middleware and logging integration.
 Nothing personal leaves: no message arguments (user ids, amounts), no local variables.
 """
 
 import logging
+import math
+import threading
 
 import sentry_sdk
+from sentry_sdk.crons import capture_checkin
 from sentry_sdk.integrations.dramatiq import DramatiqIntegration
 from sentry_sdk.integrations.logging import ignore_logger
 
-from workers.engine.hooks import Finished, Subscriber
+from workers.engine.hooks import Finished, Started, Subscriber
+from workers.engine.jobs import Job
 from workers.engine.runs import Status
 from workers.observability.health import Check
 from workers.observability.logs import RUN_LOGGER
@@ -73,6 +84,49 @@ class RunAlerts(Subscriber):
             sentry_sdk.capture_message(event.near_limit_message(), level="warning",
                                        fingerprint=[FINGERPRINT, "near-limit", job],
                                        **context)
+
+
+class CronMonitors(Subscriber):
+    """Sentry Crons check-ins of the runs of this process (see the module's docstring)."""
+
+    #: Failed or missed check-ins in a row before Sentry opens an issue, and good ones in a
+    #: row before it resolves it.
+    FAILURE_ISSUE_THRESHOLD = 1
+    RECOVERY_THRESHOLD = 1
+
+    def __init__(self, timezone: str):
+        self.timezone = timezone
+        self._check_ins: dict[tuple[str, object, int], str] = {}
+        self._lock = threading.Lock()
+
+    def monitor_config(self, job: Job) -> dict:
+        return {
+            "schedule": {"type": "crontab", "value": job.cron},
+            "timezone": self.timezone,
+            "checkin_margin": math.ceil(job.grace.total_seconds() / 60),
+            "max_runtime": math.ceil(job.time_limit.total_seconds() / 60),
+            "failure_issue_threshold": self.FAILURE_ISSUE_THRESHOLD,
+            "recovery_threshold": self.RECOVERY_THRESHOLD,
+        }
+
+    def run_started(self, event: Started) -> None:
+        check_in_id = capture_checkin(monitor_slug=event.job.name, status="in_progress",
+                                      monitor_config=self.monitor_config(event.job))
+        if check_in_id is not None:
+            with self._lock:
+                self._check_ins[event.job.name, event.scheduled_for, event.attempt] = \
+                    check_in_id
+
+    def run_finished(self, event: Finished) -> None:
+        outcome = event.outcome
+        with self._lock:
+            check_in_id = self._check_ins.pop(
+                (event.job.name, outcome.scheduled_for, outcome.attempt), None)
+        if check_in_id is None:  # it never started: duplicate, paused or locked out
+            return
+        capture_checkin(monitor_slug=event.job.name, check_in_id=check_in_id,
+                        status="ok" if outcome.status is Status.SUCCEEDED else "error",
+                        duration=event.duration, monitor_config=self.monitor_config(event.job))
 
 
 def strip_message_arguments(event: dict, hint: dict) -> dict:
