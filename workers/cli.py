@@ -19,6 +19,7 @@ from workers.engine.runs import Status, run_job, slot_of
 from workers.engine.schema import apply_schema
 from workers.errors import AdoptionRefused, SchemaMissing, Unavailable, UsageError
 from workers.observability import health
+from workers.observability.logs import figures_text
 from workers.observability.overdue import State, job_states
 from workers.schedule import JOBS
 from workers.settings import Settings
@@ -389,13 +390,15 @@ def history(args, settings: Settings) -> int:
         "scheduled_for": local(run["scheduled_for"], settings), "status": run["status"],
         "attempt": run["attempt"], "trigger": run["trigger"],
         "duration": seconds(run["duration"]), "where": f"{run['host']}:{run['pid']}",
-        "detail": run["error"] or run["skip_reason"] or run["result"],
+        "detail": run["error"] or run["skip_reason"], "result": run["result"],
     } for run in runs]
-    if args.json:
+    if args.json:  # everything
         print(json.dumps(rows, default=str))
-    else:
+    else:  # a line a person can scan: the result's key figures
+        for row in rows:
+            row["detail"] = row["detail"] or figures_text(row["result"])
         print_table(rows, ["started", "job", "scheduled_for", "status", "attempt", "trigger",
-                           "duration", "where", "detail"])
+                           "duration", "where", "detail"], width=None)
     return EXIT_OK
 
 

@@ -12,7 +12,7 @@ setting here is how a job's parameter is set for a whole deployment.
 import os
 import sys
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import redis.connection
@@ -98,6 +98,7 @@ class Settings(BrokerSettings):
     sentry_dsn: str | None = None
     sentry_environment: str = "production"
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"
     log_dir: Path | None = None
     db_lock_timeout_ms: int = Field(DEFAULT_LOCK_TIMEOUT_MS, ge=1)
     abandon_grace_seconds: int = Field(DEFAULT_ABANDON_GRACE, ge=0)

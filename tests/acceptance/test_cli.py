@@ -7,6 +7,7 @@ usage or a bad setting, 3 a service unreachable or the schema missing.
 
 import json
 import os
+import re
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -408,6 +409,7 @@ def test_history_shows_runs_newest_first_and_filters_by_job_and_limit(cli, db):
         ("presence_cleanup", "2026-11-22T15:30:00+05:30"),
     ]
     assert all(r["status"] == "succeeded" and r["trigger"] == "cli" for r in rows)
+    assert set(rows[0]["result"]) >= {"marked_offline", "online_users"}  # all of it
 
     one = cli("history", JOB, "--limit", "1", "--json")
     assert one.returncode == 0, one.stderr
@@ -419,6 +421,10 @@ def test_history_shows_runs_newest_first_and_filters_by_job_and_limit(cli, db):
     header, *lines = table.stdout.strip().splitlines()
     assert header.split()[:4] == ["started", "job", "scheduled_for", "status"]
     assert [line.split()[1] for line in lines] == [r["job"] for r in rows]
+    # Its key figures, whole, never a JSON text cut mid-way.
+    detail = re.split(r"\s{2,}", lines[0])[-1]  # the last column
+    assert set(detail.split(", ")) == {"marked_offline 0", "back_online 0", "busy_cleared 0",
+                                       "online_users 0"}
 
 
 def test_history_of_an_empty_database_is_an_empty_list(cli):

@@ -48,8 +48,10 @@ STOP_WAIT = 30
 
 #: periodiq's log line for each message it sends: "Scheduling Actor(<name>) at <time>."
 SCHEDULING = re.compile(r"Scheduling Actor\((\w+)\) at (.+)\.$", re.M)
-#: The run log's line for each message handled: "<job> <slot>: {... 'status': ...}".
-OUTCOME = re.compile(r"\[workers\.runs\] \[INFO\] (\w+) (\S+): \{.*'status': '(\w+)'", re.M)
+#: The run log's line for each message handled: "<job> <local slot> <status> ...", at
+#: DEBUG for duplicates and idle runs (the services run at LOG_LEVEL=DEBUG for them).
+OUTCOME = re.compile(r"\[workers\.runs\] \[(?:INFO|DEBUG)\] (\w+)"
+                     r" (\d{4}-\d\d-\d\d \d\d:\d\d[+-]\d\d:\d\d) (\w+)", re.M)
 
 RUNS = """SELECT job, scheduled_for, status, attempt, trigger FROM job_runs
           WHERE job = %(job)s ORDER BY scheduled_for"""
@@ -128,9 +130,11 @@ class Services:
 
     def start(self, name: str, argv: list[str], **env: str) -> Service:
         """Start `argv` with the test database's environment plus `env`. No boot catch-up
-        unless asked for: its runs would mingle with the scheduled ones."""
+        unless asked for: its runs would mingle with the scheduled ones. DEBUG logs: the
+        outcome of every run, duplicates and idle ones included."""
         log = self.directory / f"{name}-{len(self.started)}.log"
-        env = {"PYTHONUNBUFFERED": "1", "CATCH_UP_ON_BOOT": "false", **env}
+        env = {"PYTHONUNBUFFERED": "1", "CATCH_UP_ON_BOOT": "false", "LOG_LEVEL": "DEBUG",
+               **env}
         service = Service(name, argv, self.db.env(**env), log)
         self.started.append(service)
         return service

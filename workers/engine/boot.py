@@ -52,7 +52,7 @@ def boot(kind: str, *, settings: Settings | None = None,
     except InvalidParams as error:  # a setting the job's own model refuses
         print(f"saathii-workers: invalid parameters for {error}", file=sys.stderr)
         raise SystemExit(2) from None
-    hooks = Hooks(RunLog())
+    hooks = Hooks(RunLog(settings.timezone))
     if init_sentry(settings):
         hooks.subscribe(RunAlerts())
         hooks.subscribe(CronMonitors(settings.app_timezone))
