@@ -142,14 +142,19 @@ def schemaless_url(db):
         admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
 
 
-def events(envelopes: list[bytes]) -> list[dict]:
+def items(envelopes: list[bytes], kind: str) -> list[dict]:
+    """The payloads of the envelopes' items of type `kind` (event, check_in)."""
     found = []
     for envelope in envelopes:
         lines = envelope.split(b"\n")
         for header, payload in zip(lines[1::2], lines[2::2], strict=False):
-            if json.loads(header).get("type") == "event":
+            if json.loads(header).get("type") == kind:
                 found.append(json.loads(payload))
     return found
+
+
+def events(envelopes: list[bytes]) -> list[dict]:
+    return items(envelopes, "event")
 
 
 def send(actor_name: str, queue: str, argument: str) -> None:
@@ -276,23 +281,13 @@ def test_a_health_check_turning_failing_is_one_message_not_one_per_run(db, sentr
     assert {"workers:billing", "job:coin_deduction"} <= set(by_check)
 
 
-def check_ins(envelopes: list[bytes]) -> list[dict]:
-    found = []
-    for envelope in envelopes:
-        lines = envelope.split(b"\n")
-        for header, payload in zip(lines[1::2], lines[2::2], strict=False):
-            if json.loads(header).get("type") == "check_in":
-                found.append(json.loads(payload))
-    return found
-
-
 def test_the_run_that_holds_the_lock_checks_in_and_no_other(db, sentry):
     done = subprocess.run([sys.executable, "-c", RUNS_FOR_CRONS], capture_output=True,
                           text=True, timeout=90, env=db.env(SENTRY_DSN=sentry))
     assert done.stdout.split() == ["succeeded", "duplicate", "failed", "skipped", "skipped"], \
         done.stderr[-3000:]
 
-    found = check_ins(Ingest.envelopes)
+    found = items(Ingest.envelopes, "check_in")
     assert [(c["monitor_slug"], c["status"]) for c in found] == [
         ("coin_deduction", "in_progress"), ("coin_deduction", "ok"),
         (RAISING.name, "in_progress"), (RAISING.name, "error")]
