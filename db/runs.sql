@@ -61,6 +61,15 @@ SELECT r.job, r.scheduled_for, r.status, r.attempt, r.error
 FROM unnest(%(jobs)s::text[], %(slots)s::timestamptz[]) AS c (job, scheduled_for)
 JOIN job_runs r ON r.job = c.job AND r.scheduled_for = c.scheduled_for;
 
+-- name: previous_finished
+-- The latest slot of a job before this one that succeeded or failed: whether a failure
+-- opens an incident or continues one (the alert webhook).
+SELECT scheduled_for, status FROM job_runs
+WHERE job = %(job)s AND scheduled_for < %(scheduled_for)s
+  AND status IN ('succeeded', 'failed')
+ORDER BY scheduled_for DESC
+LIMIT 1;
+
 -- name: begin_work
 -- First statement of the work transaction: its time limits, then the job's lock.
 -- The lock is transaction-scoped: commit, rollback or a lost connection releases it,

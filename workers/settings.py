@@ -97,6 +97,7 @@ class Settings(BrokerSettings):
     app_timezone: str = DEFAULT_TIMEZONE
     sentry_dsn: str | None = None
     sentry_environment: str = "production"
+    alert_webhook_url: str | None = None
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
     log_dir: Path | None = None

@@ -29,6 +29,7 @@ from workers.engine.liveness import Heartbeat
 from workers.errors import InvalidParams
 from workers.observability.alerts import CronMonitors, RunAlerts, init_sentry
 from workers.observability.logs import RunLog, configure_logging
+from workers.observability.webhook import RunWebhook
 from workers.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,8 @@ def boot(kind: str, *, settings: Settings | None = None,
     send = None if broker is None else partial(send_run, broker)
     log.debug("booted as %s", kind)
     current = runtime.configure(settings, hooks=hooks, send=send)
+    if settings.alert_webhook_url:
+        hooks.subscribe(RunWebhook(settings.alert_webhook_url, current.pool))
     if kind == "scheduler":
         beat_until_exit(heartbeat(current, "scheduler"))
     return current
