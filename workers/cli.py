@@ -217,9 +217,11 @@ def status(args, settings: Settings) -> int:
         print_table(rows, ["job", "cron", "timezone", "next_run", "state", "last_status",
                            "last_started", "last_duration"])
         print()
-        print_table(processes, ["kind", "host", "pid", "alive", "last_beat_s", "started",
-                                "queues", "running"]) if processes else print(
-            "no worker or scheduler has a heartbeat: none is running")
+        if processes:
+            print_table(processes, ["kind", "host", "pid", "alive", "last_beat_s", "started",
+                                    "queues", "running"])
+        else:
+            print("no worker or scheduler has a heartbeat: none is running")
     for state in states.values():
         if state.state in (State.OVERDUE, State.OVERRUNNING):
             warnings.append(f"{state.job} is {state.state}: {state.detail}")
