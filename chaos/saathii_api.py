@@ -183,11 +183,13 @@ class SaathiiApi:
         return call
 
     def end_call(self, call_id: int, user: int, now: datetime, *, fixed: bool,
-                 reason: str | None = None) -> int:
+                 reason: str | None = None, meanwhile=None) -> int:
         """POST /both/calls/end. As written it fails on every call (datetime.utcnow(), a
         naive time, minus the call's aware start_time: HTTP 500) before it writes anything;
         `fixed` is the route with that one line made aware. The listener's pay, in whole
-        rupees, credited as coins to balance_coins."""
+        rupees, credited as coins to balance_coins. Between its read of the call and its
+        write of the end the route awaits the listener's rate: `meanwhile()` runs there,
+        for a test to put a tick in that gap."""
         call = self._one("SELECT * FROM user_calls WHERE call_id = %s AND (user_id = %s OR"
                          " listener_id = %s) AND status = 'ongoing'", call_id, user, user)
         if not call:
@@ -201,11 +203,17 @@ class SaathiiApi:
         rate = (badge[f"{call['call_type']}_rate_per_minute"] if badge
                 else BASIC[call["call_type"]])
         earnings = int(float(rate) * paid)
-        self.conn.execute(
-            "UPDATE user_calls SET end_time = %s, duration_seconds = %s, duration_minutes = %s,"
-            " listener_money_earned = %s, status = %s, updated_at = %s WHERE call_id = %s",
-            [now, duration, max(1, duration // 60), earnings, reason or "completed", now,
-             call_id])
+        if meanwhile is not None:
+            meanwhile()
+        try:
+            self.conn.execute(
+                "UPDATE user_calls SET end_time = %s, duration_seconds = %s,"
+                " duration_minutes = %s, listener_money_earned = %s, status = %s,"
+                " updated_at = %s WHERE call_id = %s",
+                [now, duration, max(1, duration // 60), earnings, reason or "completed", now,
+                 call_id])
+        except psycopg.errors.CheckViolation as error:  # a tick ended it since the read
+            raise ApiError(500, str(error).splitlines()[0]) from error
         self.move_coins(call["listener_id"], earnings, "add", "earn", now)
         for party in (call["user_id"], call["listener_id"]):
             self.set_busy(party, False, None, now)

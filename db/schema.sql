@@ -407,6 +407,35 @@ BEGIN
     END IF;
 END $$;
 
+-- An ended call stays ended (schema 10). The API's hang-up reads the call 'ongoing', then
+-- writes its end with a statement that no longer asks (WHERE call_id = $1), then credits
+-- the listener: when a tick ended the call in between (the hang-up waits on the tick's
+-- row lock), that write would turn our end into the API's and its credit pay the
+-- listener a second time. Refused here, it fails the route before it has written
+-- anything, as the same hang-up a moment later finds the call already ended. Only a
+-- change of the end itself is refused: settling an ended call writes other columns. (A
+-- column trigger with a WHEN: a billing tick's coins_spent updates do not fire it.)
+CREATE OR REPLACE FUNCTION refuse_reopening_an_ended_call() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'call % already ended (%, %)', OLD.call_id, OLD.status, OLD.end_reason
+        USING ERRCODE = 'check_violation', CONSTRAINT = 'ended_call_stays_ended',
+              HINT = 'an ended call''s status and end_time are final';
+END $$;
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = 'user_calls'::regclass
+                   AND tgname = 'ended_call_stays_ended') THEN
+        CREATE TRIGGER ended_call_stays_ended
+            BEFORE UPDATE OF status, end_time ON user_calls
+            FOR EACH ROW
+            WHEN (OLD.status <> 'ongoing'
+                  AND (NEW.status IS DISTINCT FROM OLD.status
+                       OR NEW.end_time IS DISTINCT FROM OLD.end_time))
+            EXECUTE FUNCTION refuse_reopening_an_ended_call();
+    END IF;
+END $$;
+
 -- Calls someone else ended (the API's hang-up: no end_reason of ours) whose billing is
 -- not closed yet: the minutes they owe up to their end, by the rules above: started
 -- before end_time and before their parties' last sighting + `slack`, within the maximum
@@ -566,5 +595,6 @@ VALUES (1, 'Saathii tables, money constraints, job_runs, job_settings'),
        (6, 'fillfactor 50 of user_calls: every call of a page can be billed in place'),
        (7, 'in_shard(); presence_cleanup''s inactive_minutes override renamed'),
        (8, 'beside the Saathii API: sightings, maximum length, API hang-ups, exact pay'),
-       (9, 'job_processes (heartbeats of workers and schedulers), health_checks')
+       (9, 'job_processes (heartbeats of workers and schedulers), health_checks'),
+       (10, 'ended_call_stays_ended: the API''s hang-up cannot rewrite a call a tick ended')
 ON CONFLICT (version) DO NOTHING;

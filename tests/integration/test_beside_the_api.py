@@ -198,6 +198,30 @@ def test_the_apis_fixed_hang_up_is_charged_to_its_end_and_not_paid_twice(world, 
             " balance_coins where ₹6.00 was due") in capsys.readouterr().err
 
 
+def test_a_tick_ending_a_call_inside_the_apis_hang_up_leaves_it_ended_and_paid_once(world):
+    """The fixed hang-up reads the call 'ongoing'; before it writes the end, a tick ends
+    the call (its apps went quiet at 1:30) and pays the listener. The hang-up's write,
+    which asks only for the call id, is refused: the call keeps the tick's end, and the
+    API's credit, written after it, never happens."""
+    caller, listener = world.person("customer", coins=500), world.person("listener")
+    c = world.api.start_call(caller, listener, "audio", T0)
+    world.seen(T0 + timedelta(minutes=1, seconds=30), caller, listener)
+    ticks = []
+
+    with pytest.raises(ApiError, match="500.*already ended"):
+        world.api.end_call(c, caller, T0 + 4 * MINUTE, fixed=True,
+                           meanwhile=lambda: ticks.append(world.tick(T0 + 4 * MINUTE)))
+
+    assert (ticks[0]["calls_ended"], ticks[0]["calls_settled"]) == ({"heartbeat_timeout": 1}, 1)
+    done = call(world.conn, c)
+    assert (done["status"], done["end_reason"], done["end_time"], done["paid_by"]) == (
+        "dropped", "heartbeat_timeout", T0 + timedelta(minutes=2, seconds=30), "workers")
+    assert spent_minutes(world.conn, c) == [1, 2, 3]
+    assert (money(world.conn, listener), world.wallet(listener)["balance_coins"]) == (
+        Decimal("3.00"), 0)  # paid once, by the workers
+    check_ledger(world.conn)
+
+
 def test_the_exact_pay_is_kept_where_the_api_keeps_whole_rupees(world):
     caller, listener = world.person("customer", coins=500), world.person("listener")
     world.badge(listener, "bronze", "1.25")
