@@ -580,6 +580,87 @@ BEGIN
     DELETE FROM unvalidated;
 END $$;
 
+-- The metrics' counters (schema 11): kept as runs finish, so that a scrape reads a few
+-- rows, not the history (job_runs holds a row per job per minute, and retention deletes
+-- old ones: a count of its rows would go down). job_run_totals counts every attempt that
+-- ended, by job, status and the histogram bucket its duration fell in (`le`, seconds:
+-- the smallest of run_duration_buckets() it fits, 'Infinity' past the last);
+-- job_run_figures sums each number of the job's succeeded results (coin_deduction's
+-- coins_charged, money_earned, its calls_ended per reason, ...). They start at zero when
+-- the tables are made: history before that is not counted.
+CREATE TABLE IF NOT EXISTS job_run_totals (
+    job         text NOT NULL,
+    status      text NOT NULL,
+    le          double precision NOT NULL,
+    runs        bigint NOT NULL DEFAULT 0,
+    seconds     double precision NOT NULL DEFAULT 0,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    updated_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (job, status, le)
+);
+CREATE TABLE IF NOT EXISTS job_run_figures (
+    job         text NOT NULL,
+    figure      text NOT NULL,
+    total       numeric NOT NULL DEFAULT 0,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    updated_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (job, figure)
+);
+
+CREATE OR REPLACE FUNCTION run_duration_buckets() RETURNS double precision[]
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT '{0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600}'
+           ::double precision[]
+$$;
+
+-- The figures of a run's result: its numbers (and decimal strings: money is written as
+-- text so that no float rounds it), top-level or one level down as "key.subkey".
+CREATE OR REPLACE FUNCTION result_figures(result jsonb)
+RETURNS TABLE (figure text, value numeric)
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT f.figure, (f.value #>> '{}')::numeric
+    FROM (SELECT coalesce(top.key || '.' || sub.key, top.key) AS figure,
+                 coalesce(sub.value, top.value) AS value
+          FROM jsonb_each(CASE WHEN jsonb_typeof(result) = 'object' THEN result END) top
+          LEFT JOIN LATERAL jsonb_each(CASE WHEN jsonb_typeof(top.value) = 'object'
+                                            THEN top.value END) sub ON true) f
+    WHERE jsonb_typeof(f.value) = 'number'
+       OR (jsonb_typeof(f.value) = 'string' AND f.value #>> '{}' ~ '^-?[0-9]+(\.[0-9]+)?$')
+$$;
+
+-- An attempt that ends (running to succeeded, failed, skipped or abandoned) is counted in
+-- the same transaction that ends it: a success with the job's writes, or not at all.
+CREATE OR REPLACE FUNCTION count_finished_run() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    seconds double precision := coalesce(extract(epoch FROM NEW.duration), 0);
+BEGIN
+    INSERT INTO job_run_totals AS t (job, status, le, runs, seconds)
+    SELECT NEW.job, NEW.status, coalesce(min(b.le), 'Infinity'), 1, seconds
+    FROM unnest(run_duration_buckets()) AS b(le)
+    WHERE b.le >= seconds
+    ON CONFLICT (job, status, le) DO UPDATE
+    SET runs = t.runs + 1, seconds = t.seconds + excluded.seconds, updated_at = now();
+    IF NEW.status = 'succeeded' THEN
+        INSERT INTO job_run_figures AS f (job, figure, total)
+        SELECT NEW.job, r.figure, r.value FROM result_figures(NEW.result) r
+        ON CONFLICT (job, figure) DO UPDATE
+        SET total = f.total + excluded.total, updated_at = now();
+    END IF;
+    RETURN NULL;
+END $$;
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = 'job_runs'::regclass
+                   AND tgname = 'job_run_counted') THEN
+        CREATE TRIGGER job_run_counted
+            AFTER UPDATE OF status ON job_runs
+            FOR EACH ROW
+            WHEN (OLD.status = 'running' AND NEW.status <> 'running')
+            EXECUTE FUNCTION count_finished_run();
+    END IF;
+END $$;
+
 CREATE TABLE IF NOT EXISTS schema_version (
     version      integer PRIMARY KEY,
     description  text NOT NULL,
@@ -596,5 +677,6 @@ VALUES (1, 'Saathii tables, money constraints, job_runs, job_settings'),
        (7, 'in_shard(); presence_cleanup''s inactive_minutes override renamed'),
        (8, 'beside the Saathii API: sightings, maximum length, API hang-ups, exact pay'),
        (9, 'job_processes (heartbeats of workers and schedulers), health_checks'),
-       (10, 'ended_call_stays_ended: the API''s hang-up cannot rewrite a call a tick ended')
+       (10, 'ended_call_stays_ended: the API''s hang-up cannot rewrite a call a tick ended'),
+       (11, 'job_run_totals, job_run_figures: the metrics'' counters, kept as runs end')
 ON CONFLICT (version) DO NOTHING;

@@ -3,8 +3,9 @@
     python -m devtools.local up              start what is missing, apply the schema, print the URLs
     python -m devtools.local down            stop the embedded servers
     python -m devtools.local exec -- CMD...  run CMD against them
-    python -m devtools.local run             up, then the Dramatiq workers and the periodiq
-                                            scheduler in the foreground; Ctrl-C stops all
+    python -m devtools.local run             up, then the Dramatiq workers, the periodiq
+                                            scheduler and the metrics server in the
+                                            foreground; Ctrl-C stops all
 
 When DATABASE_URL or REDIS_URL is set, that service is used as it is and nothing is
 started for it; otherwise an embedded server under DATA_DIR (default .data/) is started,
@@ -93,10 +94,13 @@ def run() -> int:
          "--threads", WORKER_THREADS],
         # periodiq exits on any error sending to Redis: it is restarted below.
         [str(bin_dir / "periodiq"), "workers"],
+        [sys.executable, "-m", "workers", "metrics"],
     ]
     children = [Child(command, env) for command in commands]
-    print(f"workers and scheduler running (Ctrl-C stops them); DATABASE_URL={env['DATABASE_URL']}"
-          f" REDIS_URL={env['REDIS_URL']}", flush=True)
+    metrics = (f"http://{env.get('METRICS_HOST', '127.0.0.1')}:"
+               f"{env.get('METRICS_PORT', '9464')}/metrics")
+    print(f"workers, scheduler and metrics ({metrics}) running (Ctrl-C stops them);"
+          f" DATABASE_URL={env['DATABASE_URL']} REDIS_URL={env['REDIS_URL']}", flush=True)
     code = 0
     signal.signal(signal.SIGTERM, _interrupt)  # stop the same way as on Ctrl-C
     try:
@@ -137,7 +141,7 @@ class Child:
         code = self.process.poll()
         if code is None:
             return 0
-        name = Path(self.command[0]).name
+        name = " ".join([Path(self.command[0]).name, *self.command[1:3]])
         if time.monotonic() - self.started_at < STARTUP_GRACE:
             print(f"{name} exited with {code} right after starting; stopping", file=sys.stderr)
             return code or 1

@@ -18,7 +18,7 @@ from workers.engine.db import connect, queries, schema_version
 from workers.engine.runs import Status, run_job, slot_of
 from workers.engine.schema import apply_schema
 from workers.errors import AdoptionRefused, SchemaMissing, Unavailable, UsageError
-from workers.observability import health
+from workers.observability import health, metrics
 from workers.observability.logs import figures_text
 from workers.observability.overdue import State, job_states
 from workers.schedule import JOBS
@@ -102,6 +102,11 @@ def make_parser() -> argparse.ArgumentParser:
                       help="purge: only those dead this long (30m, 12h, 7d)")
     dead.add_argument("--yes", action="store_true", help="purge without asking")
     dead.add_argument("--json", action="store_true", help="machine-readable output")
+
+    metrics = commands.add_parser(
+        "metrics", help="serve Prometheus metrics at METRICS_HOST:METRICS_PORT/metrics")
+    metrics.add_argument("--once", action="store_true",
+                         help="print one scrape and exit instead of serving")
 
     held = commands.add_parser("adopted-calls",
                                help="calls held from billing when db init adopted the database")
@@ -274,6 +279,17 @@ def queues_command(args, settings: Settings) -> int:
     else:
         print_table(rows, ["queue", "waiting", "unacked", "delayed", "dead", "oldest_age_s"])
     return EXIT_OK
+
+
+def metrics_command(args, settings: Settings) -> int:
+    if args.once:
+        print(metrics.render(settings, JOBS.values()), end="")
+        return EXIT_OK
+    try:
+        return metrics.serve(settings, JOBS.values())
+    except OSError as error:  # the port is taken, or the address is not ours
+        raise UsageError(f"cannot serve metrics on {settings.metrics_host}:"
+                         f"{settings.metrics_port}: {error.strerror or error}") from None
 
 
 def dead_letters_command(args, settings: Settings) -> int:
@@ -497,4 +513,5 @@ def print_table(rows: list[dict], columns: list[str], *, width: int | None = 60)
 COMMANDS = {"db": db_command, "run-task": run_task, "status": status, "history": history,
             "pause": set_paused, "resume": set_paused, "params": params,
             "adopted-calls": adopted_calls, "health": health_command,
-            "queues": queues_command, "dead-letters": dead_letters_command}
+            "queues": queues_command, "dead-letters": dead_letters_command,
+            "metrics": metrics_command}

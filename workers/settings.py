@@ -57,6 +57,10 @@ DEFAULT_JOB_RUNS_RETENTION_DAYS = 30
 
 #: Each worker process and scheduler records a heartbeat this often (seconds).
 DEFAULT_PROCESS_BEAT_SECONDS = 10
+#: Where `python -m workers metrics` listens (9464: the Prometheus exporters' registry
+#: lists no other use of it that we would clash with here).
+DEFAULT_METRICS_HOST, DEFAULT_METRICS_PORT = "127.0.0.1", 9464
+
 #: A process whose heartbeat is older than this is dead (seconds).
 DEFAULT_PROCESS_STALE_SECONDS = 60
 
@@ -77,6 +81,9 @@ class BrokerSettings(BaseSettings):
     dramatiq_maintenance_chance: int = Field(DEFAULT_DRAMATIQ_MAINTENANCE_CHANCE, ge=1,
                                              le=1_000_000)
     billing_shards: int = Field(1, ge=1, le=MAX_BILLING_SHARDS)
+    #: Dramatiq's own Prometheus middleware in the workers (per-message counters, served
+    #: by the worker's parent on dramatiq_prom_host:dramatiq_prom_port, its environment).
+    dramatiq_prometheus: bool = False
 
     @field_validator("redis_url")
     @classmethod
@@ -112,6 +119,8 @@ class Settings(BrokerSettings):
     job_runs_retention_days: int = Field(DEFAULT_JOB_RUNS_RETENTION_DAYS, ge=1)
     process_beat_seconds: int = Field(DEFAULT_PROCESS_BEAT_SECONDS, ge=1, le=15)
     process_stale_seconds: int = Field(DEFAULT_PROCESS_STALE_SECONDS, ge=5)
+    metrics_host: str = DEFAULT_METRICS_HOST
+    metrics_port: int = Field(DEFAULT_METRICS_PORT, ge=1, le=65535)
 
     @field_validator("database_url")
     @classmethod

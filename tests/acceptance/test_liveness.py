@@ -1,6 +1,7 @@
 """Liveness and health with the real executables: heartbeats of `dramatiq workers` and
-`periodiq workers` in PostgreSQL, what `python -m workers health` says when one dies and
-when it is back, and the compose healthcheck's own command.
+`periodiq workers` in PostgreSQL, what `python -m workers health` and the metrics server
+(`python -m workers metrics`, and Dramatiq's own middleware) say when one dies and when it
+is back, and the compose healthcheck's own command.
 
 Beats are fast here (PROCESS_BEAT_SECONDS=1, stale after 5 s) so that a death is seen in
 seconds; which slots are overdue is asked of health at an explicit logical time rather
@@ -16,10 +17,17 @@ import sys
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from test_processes import DRAMATIQ, PERIODIQ, STOP_WAIT, services  # noqa: F401
+from test_processes import (  # noqa: F401
+    DRAMATIQ,
+    PERIODIQ,
+    STOP_WAIT,
+    free_port,
+    scrape,
+    services,
+)
 
 from workers.engine import cron
-from workers.observability import health
+from workers.observability import health, metrics
 from workers.schedule import JOBS
 from workers.settings import Settings
 
@@ -32,6 +40,14 @@ PROCESSES = "SELECT kind, pid, queues, threads, running FROM job_processes ORDER
 def workers_cli(db, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "workers", *args], env=db.env(**FAST),
                           capture_output=True, text=True, timeout=60)
+
+
+def sample(text: str, line_start: str) -> float | None:
+    """The value of the sample whose line starts with `line_start` (name and labels)."""
+    for line in text.splitlines():
+        if line.startswith(line_start + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return None
 
 
 def checks(result: subprocess.CompletedProcess) -> dict[str, dict]:
@@ -66,6 +82,9 @@ def test_a_killed_worker_fails_health_and_its_restart_heals_it(db, services):  #
     settle_every_slot(db)
     worker = services.start("dramatiq", DRAMATIQ, **FAST)
     scheduler = services.start("periodiq", PERIODIQ, **FAST)
+    port = free_port()
+    exporter = services.start("metrics", [sys.executable, "-m", "workers", "metrics"],
+                              METRICS_PORT=str(port), **FAST)
 
     with db.connect() as conn:
         beating = services.wait_for(
@@ -81,6 +100,9 @@ def test_a_killed_worker_fails_health_and_its_restart_heals_it(db, services):  #
     first = services.wait_for(  # the first minute's runs are done: nothing overdue
         "every check ok", lambda: healthy(db), alive=(worker, scheduler))
     assert checks(first)["schedulers"]["figure"] == 1
+    served = services.wait_for("a scrape", lambda: scrape(port), alive=(exporter,))
+    assert (sample(served, 'saathii_processes_alive{kind="worker"}'),
+            sample(served, 'saathii_processes_alive{kind="scheduler"}')) == (1, 1)
 
     [child] = [pid for pid in worker.members() if pid != worker.pid]
     assert worker_row["pid"] == child  # the worker process beats, not dramatiq's parent
@@ -97,18 +119,32 @@ def test_a_killed_worker_fails_health_and_its_restart_heals_it(db, services):  #
         found["workers:billing"]["detail"]  # the dead worker, named
     assert workers_cli(db, "health", "--process", "worker").returncode == 2
     assert workers_cli(db, "health", "--process", "scheduler").returncode == 0
+    assert sample(scrape(port), 'saathii_processes_alive{kind="worker"}') == 0
 
     # Two minutes on, the minutes nobody ran are overdue (the scheduler still sends them).
     settings = Settings(_env_file=None, database_url=db.url, redis_url=db.redis_url,
                         process_beat_seconds=1, process_stale_seconds=5)
-    later = health.check_all(settings, JOBS.values(), datetime.now(UTC) + timedelta(minutes=2))
+    later_now = datetime.now(UTC) + timedelta(minutes=2)
+    later = health.check_all(settings, JOBS.values(), later_now)
     overdue = {c.name: c for c in later.checks}["job:coin_deduction"]
     assert (overdue.verdict, overdue.figure) == (health.Verdict.FAIL, "overdue")
     assert later.exit_code == 2
+    assert sample(metrics.render(settings, JOBS.values(), later_now),
+                  'saathii_job_overdue{job="coin_deduction"}') == 1
 
-    again = services.start("dramatiq", DRAMATIQ, **FAST)
+    # Back, with Dramatiq's own Prometheus middleware, served by the worker's parent.
+    dramatiq_port = free_port()
+    again = services.start("dramatiq", DRAMATIQ, **FAST, DRAMATIQ_PROMETHEUS="true",
+                           dramatiq_prom_host="127.0.0.1", dramatiq_prom_port=str(dramatiq_port),
+                           dramatiq_prom_db=str(services.directory / "dramatiq-prometheus"))
     services.wait_for("every check ok again", lambda: healthy(db), alive=(again, scheduler))
     assert workers_cli(db, "health", "--process", "worker").returncode == 0
+    assert sample(scrape(port), 'saathii_processes_alive{kind="worker"}') == 1
+    counted = services.wait_for(
+        "Dramatiq's message counters", lambda: sample(scrape(dramatiq_port, "/"), (
+            'dramatiq_messages_total{actor_name="coin_deduction",queue_name="billing"}')),
+        alive=(again,))
+    assert counted >= 1
 
 
 def test_a_clean_exit_removes_the_heartbeat_and_two_schedulers_warn(db, services):  # noqa: F811

@@ -10,9 +10,11 @@ polls the database, the Redis queues or the processes' logs with a deadline.
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections import Counter, defaultdict
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -57,6 +59,20 @@ RUNS = """SELECT job, scheduled_for, status, attempt, trigger FROM job_runs
           WHERE job = %(job)s ORDER BY scheduled_for"""
 SUCCEEDED = """SELECT job, scheduled_for, status, attempt, trigger FROM job_runs
                WHERE job = %(job)s AND status = 'succeeded' ORDER BY scheduled_for LIMIT 1"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def scrape(port: int, path: str = "/metrics") -> str:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as answer:
+            return answer.read().decode()
+    except OSError:  # not listening yet
+        return ""
 
 
 class Service:
@@ -310,7 +326,9 @@ def latest_slot(job: str, now: datetime) -> datetime:
 
 
 def test_make_run_supervisor_starts_and_stops_everything(db, services):
-    supervisor = services.start("make-run", SUPERVISOR, WORKER_PROCESSES="1", WORKER_THREADS="2")
+    port = free_port()
+    supervisor = services.start("make-run", SUPERVISOR, WORKER_PROCESSES="1", WORKER_THREADS="2",
+                                METRICS_PORT=str(port))
 
     with db.connect() as conn:
         services.wait_for(
@@ -319,7 +337,10 @@ def test_make_run_supervisor_starts_and_stops_everything(db, services):
             alive=(supervisor,))
     children = [psutil.Process(pid) for pid in supervisor.members() if pid != supervisor.pid]
     names = " ".join(" ".join(child.cmdline()) for child in children)
-    assert "dramatiq" in names and "periodiq" in names, names
+    assert "dramatiq" in names and "periodiq" in names and "workers metrics" in names, names
+    assert "saathii_job_runs_total" in services.wait_for(
+        "its metrics served", lambda: scrape(port), alive=(supervisor,))
+    assert f"metrics (http://127.0.0.1:{port}/metrics) running" in supervisor.output()
 
     os.killpg(supervisor.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
     try:
@@ -386,7 +407,8 @@ def test_make_run_ctrl_c_lets_the_run_in_progress_finish(db, services):
     # same table lock (call_cleanup, presence_cleanup, the catch-up's badge_assignment and
     # log_rotation when the scheduler starts at a ten-minute boundary).
     supervisor = services.start("make-run", SUPERVISOR, WORKER_PROCESSES="1",
-                                WORKER_THREADS="8", DB_LOCK_TIMEOUT_MS="60000")
+                                WORKER_THREADS="8", DB_LOCK_TIMEOUT_MS="60000",
+                                METRICS_PORT=str(free_port()))
     forwarded = "[dramatiq.MainProcess] [INFO] Sending signal"
     with db.connect() as conn:
         # Up and running (its `db init` is done: it would wait for the table lock).

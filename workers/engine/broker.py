@@ -88,6 +88,10 @@ def create_broker(settings: BrokerSettings) -> RedisBroker:
     broker.add_middleware(ProcessBoot())
     broker.add_middleware(CatchUpOnBoot())
     broker.add_middleware(Liveness())
+    if settings.dramatiq_prometheus:  # its module makes its directory when imported
+        from dramatiq.middleware.prometheus import Prometheus
+
+        broker.add_middleware(Prometheus())
     if dramatiq.broker.global_broker is None:
         dramatiq.set_broker(broker)
     return broker
