@@ -8,7 +8,8 @@ PY := $(VENV)/bin/python
 LOCAL := $(PY) -m devtools.local
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: setup db down run test test-quick lint status health history run-task clean chaos bench bench-lag
+.PHONY: setup db down run test test-quick lint status health metrics history run-task clean chaos \
+	bench bench-lag bench-scrape
 
 setup: $(STAMP)
 
@@ -23,7 +24,7 @@ db: setup  ## start (or reuse) the embedded servers and apply the schema
 down: setup  ## stop the embedded servers
 	$(LOCAL) down
 
-run: setup  ## workers + scheduler in the foreground; Ctrl-C stops everything
+run: setup  ## workers, scheduler and metrics in the foreground; Ctrl-C stops everything
 	$(LOCAL) run
 
 test: setup  ## the whole suite, against a real PostgreSQL and Redis it starts itself
@@ -40,6 +41,9 @@ status: setup  ## each job: schedule, next run, last run, paused
 
 health: setup  ## every health check; exit 0 healthy, 1 degraded, 2 failing
 	$(LOCAL) exec -- $(PY) -m workers health
+
+metrics: setup  ## print one Prometheus scrape (make run serves them at :9464/metrics)
+	$(LOCAL) exec -- $(PY) -m workers metrics --once
 
 history: setup
 	$(LOCAL) exec -- $(PY) -m workers history $(JOB) $(ARGS)
@@ -80,3 +84,10 @@ MINUTES ?= 10
 
 bench-lag: setup  ## make bench-lag CALLS=10000 MINUTES=10
 	$(PY) -m bench.lag --calls $(CALLS) --minutes $(MINUTES) $(LAG_ARGS)
+
+# A /metrics scrape and the health checks beside a long run history (python -m bench.scrape):
+# RUNS rows of job_runs; p50/p95/max of 50 scrapes over HTTP, bench/results/scrape.json.
+RUNS ?= 1000000
+
+bench-scrape: setup  ## make bench-scrape RUNS=1000000
+	$(PY) -m bench.scrape --runs $(RUNS) $(SCRAPE_ARGS)

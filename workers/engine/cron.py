@@ -14,6 +14,7 @@ drive the scheduler (see workers.periodic): periodiq 0.14 never fires day-of-wee
 misfires around DST changes.
 """
 
+import functools
 from bisect import bisect_left
 from collections import deque
 from collections.abc import Iterator
@@ -147,9 +148,12 @@ def _spec(spec: str | CronSpec) -> CronSpec:
     return spec if isinstance(spec, CronSpec) else parse(spec)
 
 
-def _day_instants(cs: CronSpec, tz: tzinfo, day: date, times: list) -> list[datetime]:
+@functools.lru_cache(maxsize=64)  # at most ~4 MB: 64 every-minute days
+def _day_instants(cs: CronSpec, tz: tzinfo, day: date) -> tuple[datetime, ...]:
+    """A wall date's instants, in UTC. Cached: the health checks and the metrics ask for
+    the same few days at every look, and an every-minute day is 1,440 zone conversions."""
     out = []
-    for h, m in times:
+    for h, m in ((h, m) for h in sorted(cs.hours) for m in sorted(cs.minutes)):
         a = datetime(day.year, day.month, day.day, h, m, tzinfo=tz).astimezone(UTC)
         b = datetime(day.year, day.month, day.day, h, m, tzinfo=tz, fold=1).astimezone(UTC)
         if a == b:  # an ordinary wall time
@@ -160,7 +164,7 @@ def _day_instants(cs: CronSpec, tz: tzinfo, day: date, times: list) -> list[date
                 out.append(b)
         elif cs.hour_restricted:  # gap: fold=0 lands after the gap, shifted by its length
             out.append(a)
-    return out
+    return tuple(out)
 
 
 def instants(
@@ -169,7 +173,6 @@ def instants(
     """Every instant in [start, end) at which the job fires, as aware UTC datetimes, ascending."""
     cs = _spec(spec)
     start, end = _utc(start, "start"), _utc(end, "end")
-    times = [(h, m) for h in sorted(cs.hours) for m in sorted(cs.minutes)]
     # A wall date's instants lie within a day of it (UTC offsets, gap shifts), so look 2 beyond.
     day = start.astimezone(tz).date() - timedelta(days=2)
     last_day = end.astimezone(tz).date() + timedelta(days=2)
@@ -177,7 +180,7 @@ def instants(
     last = None
     while day <= last_day:
         if cs.matches_day(day):
-            pending.extend(_day_instants(cs, tz, day, times))
+            pending.extend(_day_instants(cs, tz, day))
             pending.sort()
         # Days after `day` only give instants after this horizon; earlier ones are final.
         horizon = datetime.combine(day, time(), UTC) if day < last_day else end
@@ -202,11 +205,14 @@ def next_after(spec: str | CronSpec, tz: tzinfo, after: datetime) -> datetime:
 
 
 def latest_at_or_before(spec: str | CronSpec, tz: tzinfo, at: datetime) -> datetime | None:
-    """The last instant <= `at`, looking back at most 370 days; None if there is none."""
+    """The last instant <= `at`, looking back at most 370 days; None if there is none.
+    The windows grow so that a frequent cron walks few instants (an every-minute one: 60,
+    not the 2,880 of two days)."""
     cs = _spec(spec)
     end = _utc(at, "at") + timedelta(microseconds=1)
-    for back in (2, 35, 370):
-        tail = deque(instants(cs, tz, end - timedelta(days=back), end), maxlen=1)
+    for back in (timedelta(hours=1), timedelta(days=2), timedelta(days=35),
+                 timedelta(days=370)):
+        tail = deque(instants(cs, tz, end - back, end), maxlen=1)
         if tail:
             return tail[0]
     return None
