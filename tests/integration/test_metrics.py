@@ -3,8 +3,10 @@ counters kept by the database as attempts end (and kept when their rows are dele
 figures of the billing, the jobs' states at an explicit logical time, the queues, and a
 scrape that still answers when a server is down."""
 
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 import raising_job
@@ -127,3 +129,18 @@ def test_only_metrics_is_served(db, path, status):
                         lambda code, headers: answered.append(code)))
     assert answered[0].startswith(str(status))
     assert (b"saathii_database_up 1.0" in body) is (status == 200)
+
+
+def test_the_alert_rules_and_the_dashboard_ask_only_for_series_a_scrape_has(db):
+    """Every saathii_* name in docker/alerts.yml and docker/grafana-dashboard.json is a
+    series of a real scrape (a renamed metric would silence its alert)."""
+    text = metrics.render(settings(db), JOBS.values(), datetime.now(UTC))
+    suffixes = {"counter": ("", "_total"), "histogram": ("_bucket", "_sum", "_count"),
+                "gauge": ("",)}
+    served = {name + suffix  # every family, with or without samples on a fresh database
+              for name, kind in re.findall(r"^# TYPE (\w+) (\w+)$", text, re.M)
+              for suffix in suffixes[kind]}
+    docker = Path(__file__).resolve().parents[2] / "docker"
+    for path in (docker / "alerts.yml", docker / "grafana-dashboard.json"):
+        asked = set(re.findall(r"\bsaathii_\w+", path.read_text())) - {"saathii_workers"}
+        assert asked and asked <= served, (path.name, asked - served)

@@ -1,4 +1,5 @@
-"""docker/compose.yaml, docker/Dockerfile and .dockerignore, checked without a Docker engine.
+"""docker/compose.yaml, docker/Dockerfile, .dockerignore and the monitoring files (Prometheus'
+config and alert rules, the Grafana dashboard), checked without a Docker engine.
 
 Three layers, none of which imports `workers`:
 
@@ -28,8 +29,11 @@ COMPOSE = DOCKER_DIR / "compose.yaml"
 DOCKERFILE = DOCKER_DIR / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 
-SERVICES = {"postgres", "redis", "migrate", "worker", "scheduler"}
-APP_SERVICES = {"migrate", "worker", "scheduler"}
+SERVICES = {"postgres", "redis", "migrate", "worker", "scheduler", "metrics", "prometheus"}
+APP_SERVICES = {"migrate", "worker", "scheduler", "metrics"}
+PROMETHEUS_CONFIG = DOCKER_DIR / "prometheus.yml"
+ALERT_RULES = DOCKER_DIR / "alerts.yml"
+DASHBOARD = DOCKER_DIR / "grafana-dashboard.json"
 #: dramatiq's own default for --worker-shutdown-timeout (milliseconds).
 DRAMATIQ_DEFAULT_SHUTDOWN_MS = 600_000
 
@@ -86,7 +90,7 @@ def test_docker_compose_config_accepts_the_file():
 
 
 def test_docker_compose_config_lists_the_services():
-    done = _run_compose("config", "--services")
+    done = _run_compose("--profile", "monitoring", "config", "--services")
     assert done.returncode == 0, done.stderr
     assert set(done.stdout.split()) == SERVICES
 
@@ -218,14 +222,11 @@ def test_signals_reach_dramatiq_and_periodiq(services):
 
 
 def test_environment_comes_from_one_anchor(compose, services):
-    anchors = [value for key, value in compose.items() if key.startswith("x-")]
-    environments = [services[name]["environment"] for name in sorted(APP_SERVICES)]
-    first = environments[0]
-    assert all(environment == first for environment in environments)
-    assert any(
-        anchor == first or (isinstance(anchor, dict) and anchor.get("environment") == first)
-        for anchor in anchors
-    ), "the services' environment is not defined in an x- extension"
+    first = compose["x-environment"]
+    for name in sorted(APP_SERVICES):  # each has all of it; a few add their own
+        environment = services[name]["environment"]
+        assert {key: environment.get(key) for key in first} == first, name
+    assert services["migrate"]["environment"] == services["scheduler"]["environment"] == first
     for variable in ("DATABASE_URL", "REDIS_URL", "APP_TIMEZONE", "SENTRY_DSN", "LOG_LEVEL"):
         assert variable in first, variable
     assert first["DATABASE_URL"].startswith("postgresql://")
@@ -341,3 +342,60 @@ def test_each_app_container_is_healthy_while_its_own_process_beats(services):
         assert (args.command, args.process) == ("health", kind), name
         # A beat every PROCESS_BEAT_SECONDS (10 s): a check every 15 s sees each one.
         assert check["interval"] == "15s" and check["retries"] >= 2, name
+
+
+# --- metrics and monitoring -------------------------------------------------------------
+
+
+def test_the_metrics_server_is_published_on_the_hosts_loopback_only(services):
+    metrics = services["metrics"]
+    assert metrics["command"] == ["python", "-m", "workers", "metrics"]
+    assert metrics["ports"] == ["127.0.0.1:9464:9464"]
+    assert metrics["environment"]["METRICS_HOST"] == "0.0.0.0"  # inside its container
+    assert _depends_on(metrics)["migrate"] == "service_completed_successfully"
+    assert "9464/metrics" in " ".join(metrics["healthcheck"]["test"])
+    assert services["worker"]["environment"]["DRAMATIQ_PROMETHEUS"] == "true"
+    assert "ports" not in services["worker"]
+
+
+def test_prometheus_is_optional_and_loads_the_rules_it_is_given(services):
+    yaml = pytest.importorskip("yaml")
+    prometheus = services["prometheus"]
+    assert prometheus["profiles"] == ["monitoring"]
+    mounted = {volume.split(":")[1]: (DOCKER_DIR / volume.split(":")[0]).resolve()
+               for volume in prometheus["volumes"] if volume.startswith("./")}
+    assert mounted == {"/etc/prometheus/prometheus.yml": PROMETHEUS_CONFIG,
+                       "/etc/prometheus/alerts.yml": ALERT_RULES}
+    config = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
+    assert config["rule_files"] == ["/etc/prometheus/alerts.yml"]
+    [ours] = [c for c in config["scrape_configs"] if c["job_name"] == "saathii-workers"]
+    assert ours["honor_labels"] is True  # our `job` label is the job of the table
+    assert ours["static_configs"] == [{"targets": ["metrics:9464"]}]
+
+
+def test_the_alert_rules_are_well_formed():
+    yaml = pytest.importorskip("yaml")
+    [group] = yaml.safe_load(ALERT_RULES.read_text())["groups"]
+    names = [rule["alert"] for rule in group["rules"]]
+    assert len(names) == len(set(names))
+    for rule in group["rules"]:
+        assert set(rule) <= {"alert", "expr", "for", "labels", "annotations"}, rule["alert"]
+        assert rule["labels"]["severity"] in ("warning", "critical"), rule["alert"]
+        assert rule["annotations"]["summary"], rule["alert"]
+        assert rule["expr"].count("(") == rule["expr"].count(")"), rule["alert"]
+        if "for" in rule:
+            assert _duration_seconds(rule["for"]) > 0
+    # What the issue asks to be alerted on, at least.
+    assert {"SaathiiJobOverdue", "SaathiiJobFailing", "SaathiiNoScheduler", "SaathiiNoWorkers",
+            "SaathiiDeadLettersGrowing"} <= set(names)
+
+
+def test_the_dashboard_is_grafana_json_with_a_query_per_panel():
+    dashboard = json.loads(DASHBOARD.read_text())
+    assert dashboard["uid"] == "saathii-workers"
+    assert [i["name"] for i in dashboard["__inputs"]] == ["DS_PROMETHEUS"]
+    ids = [panel["id"] for panel in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+    for panel in dashboard["panels"]:
+        assert panel["targets"] and all(t["expr"] for t in panel["targets"]), panel["title"]
+        assert panel["datasource"]["uid"] == "${DS_PROMETHEUS}", panel["title"]
