@@ -140,6 +140,7 @@ PLANTED = {
         f"DELETE FROM user_transactions WHERE transaction_id = {FIRST_SPEND}"
         " AND call_minute = 2)"],
     "ended_call_minutes": [
+        "ALTER TABLE user_calls DISABLE TRIGGER ended_call_stays_ended",  # it refuses this
         "UPDATE user_calls SET end_time = end_time + interval '61 seconds'"
         " WHERE status = 'completed'"],
     "ongoing_call_minutes": [
