@@ -8,10 +8,13 @@ PY := $(VENV)/bin/python
 LOCAL := $(PY) -m devtools.local
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: setup db down run test test-quick lint status health metrics history run-task clean chaos \
-	bench bench-lag bench-scrape
+.PHONY: help setup db down run test test-quick lint status health metrics history pause resume \
+	run-task clean chaos bench bench-lag bench-scrape
 
-setup: $(STAMP)
+help:  ## this list
+	@awk -F':.*## ' '/^[a-z-]+:.*## / {printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+setup: $(STAMP)  ## create .venv and install the package with its embedded and dev extras
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,7 +36,7 @@ test: setup  ## the whole suite, against a real PostgreSQL and Redis it starts i
 test-quick: setup  ## the suite without the tests marked slow (CI runs them all)
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
-lint: setup
+lint: setup  ## ruff
 	$(VENV)/bin/ruff check .
 
 status: setup  ## each job: schedule, next run, last run, paused
@@ -45,8 +48,16 @@ health: setup  ## every health check; exit 0 healthy, 1 degraded, 2 failing
 metrics: setup  ## print one Prometheus scrape (make run serves them at :9464/metrics)
 	$(LOCAL) exec -- $(PY) -m workers metrics --once
 
-history: setup
+history: setup  ## make history [JOB=coin_deduction] [ARGS="--limit 50"]
 	$(LOCAL) exec -- $(PY) -m workers history $(JOB) $(ARGS)
+
+pause: setup  ## make pause JOB=coin_deduction: its runs are skipped until resumed
+	@test -n "$(JOB)" || { echo "usage: make pause JOB=<job>" >&2; exit 2; }
+	$(LOCAL) exec -- $(PY) -m workers pause $(JOB)
+
+resume: setup  ## make resume JOB=coin_deduction
+	@test -n "$(JOB)" || { echo "usage: make resume JOB=<job>" >&2; exit 2; }
+	$(LOCAL) exec -- $(PY) -m workers resume $(JOB)
 
 run-task: setup  ## make run-task TASK=coin_deduction ARGS="--as-of 2026-11-22T10:00+05:30"
 	@test -n "$(TASK)" || { echo "usage: make run-task TASK=<job> [ARGS=\"--as-of ISO8601 | --enqueue\"]" >&2; exit 2; }

@@ -43,6 +43,10 @@ def embedded_redis() -> EmbeddedRedis:
     return EmbeddedRedis(DATA_DIR / "redis", appendonly=True)
 
 
+#: The embedded servers' URLs for the CLI run beside them (workers.settings reads it).
+LOCAL_SERVICES = DATA_DIR / "local.env"
+
+
 def services() -> tuple[dict[str, str], list]:
     """The environment naming both services, and the embedded servers this call started."""
     env = dict(os.environ)
@@ -58,6 +62,19 @@ def services() -> tuple[dict[str, str], list]:
     return env, started
 
 
+def announce(env: dict[str, str]) -> None:
+    """Write the embedded servers' URLs where `python -m workers` finds them."""
+    lines = [f"{variable}={env[variable]}\n" for variable in ("DATABASE_URL", "REDIS_URL")
+             if not os.environ.get(variable)]
+    if lines:
+        LOCAL_SERVICES.write_text("# written by make run / make db: the embedded servers\n"
+                                  + "".join(lines))
+
+
+def forget() -> None:
+    LOCAL_SERVICES.unlink(missing_ok=True)
+
+
 def apply_schema(env: dict[str, str], *, quiet: bool = True) -> None:
     done = subprocess.run([sys.executable, "-m", "workers", "db", "init"], env=env,
                           stdout=subprocess.DEVNULL if quiet else None)
@@ -68,26 +85,35 @@ def apply_schema(env: dict[str, str], *, quiet: bool = True) -> None:
 def up() -> int:
     env, _ = services()
     apply_schema(env, quiet=False)
+    announce(env)
     print(f"DATABASE_URL={env['DATABASE_URL']}")
     print(f"REDIS_URL={env['REDIS_URL']}")
     return 0
 
 
 def down() -> int:
+    forget()
     embedded_postgres().stop()
     embedded_redis().stop()
     return 0
 
 
 def run_command(command: list[str]) -> int:
-    env, _ = services()
-    apply_schema(env)
-    return subprocess.run(command, env=env).returncode
+    """COMMAND against the services; the embedded servers it had to start are stopped
+    again after it (`make status` leaves nothing running that was not)."""
+    env, started = services()
+    try:
+        apply_schema(env)
+        return subprocess.run(command, env=env).returncode
+    finally:
+        for server in started:
+            server.stop()
 
 
 def run() -> int:
     env, started = services()
     apply_schema(env)
+    announce(env)
     bin_dir = Path(sys.executable).parent
     commands = [
         [str(bin_dir / "dramatiq"), "workers", "--processes", WORKER_PROCESSES,
@@ -112,6 +138,8 @@ def run() -> int:
         pass
     finally:
         stop([child.process for child in children])
+        if started:  # the servers go, and with them the file naming them
+            forget()
         for server in started:
             server.stop()
     return code

@@ -6,9 +6,12 @@ Exit codes: 0 done (a skipped or duplicate run included), 1 the job failed, 2 ba
 
 import argparse
 import json
+import os
 import sys
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
+
+from dotenv import dotenv_values
 
 import workers
 from workers.engine import adoption, controls, cron, liveness, queues, redis_client, runtime
@@ -22,7 +25,7 @@ from workers.observability import health, metrics
 from workers.observability.logs import figures_text
 from workers.observability.overdue import State, job_states
 from workers.schedule import JOBS
-from workers.settings import Settings
+from workers.settings import LOCAL_SERVICES_FILE, Settings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
 #: The most rows `history` shows.
@@ -143,6 +146,9 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> int
     args = make_parser().parse_args(argv)
     if settings is None:
         settings = boot("cli", broker=workers.broker).settings
+        if found := local_services(settings):
+            print(f"saathii-workers: using the embedded {' and '.join(found)} of `make run`"
+                  f" / `make db` ({LOCAL_SERVICES_FILE})", file=sys.stderr)
     try:
         return COMMANDS[args.command](args, settings)
     except UsageError as error:
@@ -151,6 +157,20 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> int
     except (Unavailable, SchemaMissing, AdoptionRefused) as error:
         print(f"saathii-workers: {error}", file=sys.stderr)
         return EXIT_UNAVAILABLE
+
+
+def local_services(settings: Settings) -> list[str]:
+    """The servers these settings took from the file `make run` / `make db` write, when
+    neither the environment nor .env named them."""
+    if not LOCAL_SERVICES_FILE.is_file():
+        return []
+    written = dotenv_values(LOCAL_SERVICES_FILE)
+    dotenv = dotenv_values(".env") if os.path.isfile(".env") else {}
+    return [name for variable, name, value in (
+                ("DATABASE_URL", "PostgreSQL", settings.database_url),
+                ("REDIS_URL", "Redis", settings.redis_url))
+            if variable not in os.environ and variable not in dotenv
+            and written.get(variable) == value]
 
 
 def db_command(args, settings: Settings) -> int:
@@ -182,6 +202,19 @@ def run_task(args, settings: Settings) -> int:
 
 
 def enqueue(name: str, as_of: datetime, settings: Settings) -> int:
+    """Send the run to the workers, unless its slot is already taken: a worker would drop
+    that message as a duplicate, so say so instead of "enqueued"."""
+    slot = slot_of(as_of)
+    with connect(settings.database_url, autocommit=True) as conn:
+        schema_version(conn)
+        taken = conn.execute(queries("runs.sql")["last_attempt"],
+                             {"job": name, "scheduled_for": slot}).fetchone()
+    if taken is not None and taken["status"] in ("succeeded", "running"):
+        print(json.dumps({"job": name, "scheduled_for": slot.isoformat(), "status": "duplicate",
+                          "detail": f"attempt {taken['attempt']} of this slot"
+                                    f" {taken['status']} (on {taken['host']}:{taken['pid']}):"
+                                    " not enqueued, a worker would drop it"}))
+        return EXIT_OK
     redis_client.ping(settings.redis_url)
     message = send_run(workers.broker, name, as_of)
     print(json.dumps({"job": name, "scheduled_for": slot_of(as_of).isoformat(),

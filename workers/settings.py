@@ -70,10 +70,17 @@ MAX_BILLING_SHARDS = 64
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
+#: Where `make run` and `make db` write the URLs of the embedded servers they started
+#: (devtools.local), relative to the working directory: read under .env and the
+#: environment, so that the CLI run beside them finds them with nothing set.
+LOCAL_SERVICES_FILE = Path(os.environ.get("DATA_DIR", ".data")) / "local.env"
+
+
 class BrokerSettings(BaseSettings):
     """What the Dramatiq broker and the actors' declaration need: read at import."""
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(env_file=(LOCAL_SERVICES_FILE, ".env"), extra="ignore",
+                                      frozen=True)
 
     redis_url: str = DEFAULT_REDIS_URL
     periodiq_skip_delay: int = Field(DEFAULT_SKIP_DELAY, ge=1, description="seconds")

@@ -465,6 +465,41 @@ def test_run_task_enqueue_puts_the_message_on_the_jobs_redis_queue(cli, db, job)
     assert job_runs(db) == []
 
 
+def test_run_task_enqueue_of_a_slot_that_succeeded_says_so_and_sends_nothing(cli, db):
+    assert last_json(cli("run-task", JOB, "--as-of", "2026-11-22T06:00:00Z"))["status"] == \
+        "succeeded"
+
+    result = cli("run-task", JOB, "--as-of", "2026-11-22T06:00:00Z", "--enqueue")
+
+    assert result.returncode == 0, result.stderr
+    outcome = last_json(result)
+    assert (outcome["status"], outcome["scheduled_for"]) == ("duplicate",
+                                                              "2026-11-22T06:00:00+00:00")
+    assert outcome["detail"].startswith("attempt 1 of this slot succeeded")
+    assert "not enqueued" in outcome["detail"]
+    with redis.Redis.from_url(db.redis_url) as client:
+        assert client.llen(f"dramatiq:{JOBS[JOB].queue}") == 0
+
+
+def test_with_nothing_set_the_cli_finds_the_servers_make_run_started(db, tmp_path):
+    """`make run` and `make db` write the embedded servers' URLs to .data/local.env: run
+    from the same directory, the CLI uses them and says so, once."""
+    (tmp_path / ".data").mkdir()
+    (tmp_path / ".data" / "local.env").write_text(
+        f"DATABASE_URL={db.url}\nREDIS_URL={db.redis_url}\n")
+    bare = {k: v for k, v in db.env().items() if k not in ("DATABASE_URL", "REDIS_URL")}
+
+    result = runner(bare, tmp_path)("history", "--json")
+
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == []
+    assert result.stderr.splitlines() == [
+        "saathii-workers: using the embedded PostgreSQL and Redis of `make run` / `make db`"
+        " (.data/local.env)"]
+    named = runner(db.env(), tmp_path)("history", "--json")  # the environment wins, silently
+    assert (named.returncode, named.stderr) == (0, "")
+
+
 # unreachable services, missing schema ---------------------------------------------------
 
 

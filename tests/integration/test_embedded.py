@@ -53,3 +53,33 @@ def test_both_servers_run_inside_a_private_directory_and_open_nothing(private_di
     data = private_dir / "data" / "postgres"
     assert data.stat().st_uid == os.geteuid()  # no other user owns our files
     assert stat.S_IMODE(data.stat().st_mode) == 0o700
+
+
+def test_make_status_stops_the_servers_it_had_to_start_and_make_db_leaves_them_named(
+        private_dir, monkeypatch):
+    """`make status` (devtools.local exec) with nothing running starts the embedded servers
+    for the command and stops them after it; `make db` (up) leaves them running and names
+    them in .data/local.env for the CLI; `make down` stops them and removes the file."""
+    from devtools import local
+
+    monkeypatch.setattr(local, "DATA_DIR", private_dir / "data")
+    monkeypatch.setattr(local, "LOCAL_SERVICES", private_dir / "data" / "local.env")
+    for variable in ("DATABASE_URL", "REDIS_URL"):
+        monkeypatch.delenv(variable, raising=False)
+    try:
+        assert local.run_command(["true"]) == 0
+        assert not local.embedded_postgres().running()
+        assert not local.embedded_redis().running()
+        assert not local.LOCAL_SERVICES.exists()
+
+        assert local.up() == 0
+        named = dict(line.split("=", 1) for line in
+                     local.LOCAL_SERVICES.read_text().splitlines() if "=" in line)
+        assert named == {"DATABASE_URL": local.embedded_postgres().url,
+                         "REDIS_URL": local.embedded_redis().url}
+        assert local.run_command(["true"]) == 0  # reused, so left running
+        assert local.embedded_postgres().running()
+    finally:
+        local.down()
+    assert not local.LOCAL_SERVICES.exists()
+    assert not local.embedded_postgres().running()
