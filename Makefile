@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 LOCAL := $(PY) -m devtools.local
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: help setup db down run test test-quick lint status health metrics history pause resume \
+.PHONY: help setup db down run test test-quick lint status health admin metrics history pause resume \
 	run-task clean chaos bench bench-lag bench-scrape
 
 help:  ## this list
@@ -27,7 +27,7 @@ db: setup  ## start (or reuse) the embedded servers and apply the schema
 down: setup  ## stop the embedded servers
 	$(LOCAL) down
 
-run: setup  ## workers, scheduler and metrics in the foreground; Ctrl-C stops everything
+run: setup  ## workers, scheduler, metrics and admin in the foreground; Ctrl-C stops all
 	$(LOCAL) run
 
 test: setup  ## the whole suite, against a real PostgreSQL and Redis it starts itself
@@ -44,6 +44,9 @@ status: setup  ## each job: schedule, next run, last run, paused
 
 health: setup  ## every health check; exit 0 healthy, 1 degraded, 2 failing
 	$(LOCAL) exec -- $(PY) -m workers health
+
+admin: setup  ## the admin alone (make run starts it too): http://127.0.0.1:8080/
+	$(LOCAL) exec -- $(PY) -m workers admin
 
 metrics: setup  ## print one Prometheus scrape (make run serves them at :9464/metrics)
 	$(LOCAL) exec -- $(PY) -m workers metrics --once

@@ -661,6 +661,27 @@ BEGIN
     END IF;
 END $$;
 
+-- What every admin action did (schema 12): who (a token's fingerprint, a JWT's subject),
+-- with which role and through what (a bearer token, a JWT, a browser session), what
+-- (action, target, parameters), from where (address, user agent), and its outcome (done,
+-- refused, failed) with a line of detail. Kept a year by the retention policy to come.
+CREATE TABLE IF NOT EXISTS admin_audit (
+    audit_id    bigserial PRIMARY KEY,
+    at          timestamptz NOT NULL DEFAULT now(),
+    actor       text NOT NULL,
+    role        text NOT NULL,
+    via         text NOT NULL,
+    action      text NOT NULL,
+    target      text,
+    params      jsonb NOT NULL DEFAULT '{}',
+    outcome     text NOT NULL CHECK (outcome IN ('done', 'refused', 'failed')),
+    detail      text,
+    address     text,
+    user_agent  text,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
+
 CREATE TABLE IF NOT EXISTS schema_version (
     version      integer PRIMARY KEY,
     description  text NOT NULL,
@@ -678,5 +699,6 @@ VALUES (1, 'Saathii tables, money constraints, job_runs, job_settings'),
        (8, 'beside the Saathii API: sightings, maximum length, API hang-ups, exact pay'),
        (9, 'job_processes (heartbeats of workers and schedulers), health_checks'),
        (10, 'ended_call_stays_ended: the API''s hang-up cannot rewrite a call a tick ended'),
-       (11, 'job_run_totals, job_run_figures: the metrics'' counters, kept as runs end')
+       (11, 'job_run_totals, job_run_figures: the metrics'' counters, kept as runs end'),
+       (12, 'admin_audit: every action of the admin, who, what, from where, its outcome')
 ON CONFLICT (version) DO NOTHING;

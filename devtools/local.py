@@ -4,8 +4,8 @@
     python -m devtools.local down            stop the embedded servers
     python -m devtools.local exec -- CMD...  run CMD against them
     python -m devtools.local run             up, then the Dramatiq workers, the periodiq
-                                            scheduler and the metrics server in the
-                                            foreground; Ctrl-C stops all
+                                            scheduler, the metrics server and the admin
+                                            in the foreground; Ctrl-C stops all
 
 When DATABASE_URL or REDIS_URL is set, that service is used as it is and nothing is
 started for it; otherwise an embedded server under DATA_DIR (default .data/) is started,
@@ -13,6 +13,7 @@ or reused when it already runs.
 """
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -75,6 +76,24 @@ def forget() -> None:
     LOCAL_SERVICES.unlink(missing_ok=True)
 
 
+#: The admin token `make run` makes once (when ADMIN_TOKENS is unset) and keeps.
+ADMIN_TOKEN_FILE = DATA_DIR / "admin-token"
+
+
+def admin_token(env: dict[str, str]) -> str | None:
+    """Set ADMIN_TOKENS in `env` to the kept token, made on first use (readable by its
+    owner only); None when the environment names its own tokens."""
+    if env.get("ADMIN_TOKENS") or env.get("ADMIN_JWT_KEY"):
+        return None
+    if not ADMIN_TOKEN_FILE.exists():
+        DATA_DIR.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(ADMIN_TOKEN_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as out:
+            out.write(secrets.token_urlsafe(24) + "\n")
+    env["ADMIN_TOKENS"] = token = ADMIN_TOKEN_FILE.read_text().strip()
+    return token
+
+
 def apply_schema(env: dict[str, str], *, quiet: bool = True) -> None:
     done = subprocess.run([sys.executable, "-m", "workers", "db", "init"], env=env,
                           stdout=subprocess.DEVNULL if quiet else None)
@@ -121,12 +140,19 @@ def run() -> int:
         # periodiq exits on any error sending to Redis: it is restarted below.
         [str(bin_dir / "periodiq"), "workers"],
         [sys.executable, "-m", "workers", "metrics"],
+        [sys.executable, "-m", "workers", "admin"],
     ]
+    token = admin_token(env)
     children = [Child(command, env) for command in commands]
     metrics = (f"http://{env.get('METRICS_HOST', '127.0.0.1')}:"
                f"{env.get('METRICS_PORT', '9464')}/metrics")
-    print(f"workers, scheduler and metrics ({metrics}) running (Ctrl-C stops them);"
-          f" DATABASE_URL={env['DATABASE_URL']} REDIS_URL={env['REDIS_URL']}", flush=True)
+    admin = f"http://{env.get('ADMIN_HOST', '127.0.0.1')}:{env.get('ADMIN_PORT', '8080')}/"
+    print(f"workers, scheduler, metrics ({metrics}) and admin ({admin}) running (Ctrl-C"
+          f" stops them); DATABASE_URL={env['DATABASE_URL']} REDIS_URL={env['REDIS_URL']}",
+          flush=True)
+    if token:
+        print(f"admin: log in at {admin}login with the token in {ADMIN_TOKEN_FILE}: {token}",
+              flush=True)
     code = 0
     signal.signal(signal.SIGTERM, _interrupt)  # stop the same way as on Ctrl-C
     try:

@@ -8,7 +8,7 @@ import argparse
 import json
 import os
 import sys
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from dotenv import dotenv_values
@@ -33,18 +33,11 @@ MAX_HISTORY = 10_000
 
 
 def parse_as_of(text: str, timezone: ZoneInfo) -> datetime:
-    """ISO 8601 instant; a date means its local midnight, a naive time is local time."""
+    """--as-of: cron.local_instant's, or UsageError saying what is expected."""
     try:
-        if len(text) == 10:
-            instant = datetime.combine(date.fromisoformat(text), time(), timezone)
-        else:
-            instant = datetime.fromisoformat(text)
-            instant = instant if instant.tzinfo else instant.replace(tzinfo=timezone)
-        slot_of(instant)  # an instant outside datetime's range in UTC is no slot
-    except (ValueError, OverflowError):
-        raise UsageError(f"invalid --as-of {text!r}: expected ISO 8601, "
-                         "like 2026-11-22 or 2026-11-22T00:01:00+05:30") from None
-    return instant
+        return cron.local_instant(text, timezone)
+    except ValueError as error:
+        raise UsageError(f"invalid --as-of {error}") from None
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -106,6 +99,8 @@ def make_parser() -> argparse.ArgumentParser:
     dead.add_argument("--yes", action="store_true", help="purge without asking")
     dead.add_argument("--json", action="store_true", help="machine-readable output")
 
+    commands.add_parser("admin", help="serve the admin (HTTP API) at ADMIN_HOST:ADMIN_PORT")
+
     metrics = commands.add_parser(
         "metrics", help="serve Prometheus metrics at METRICS_HOST:METRICS_PORT/metrics")
     metrics.add_argument("--once", action="store_true",
@@ -145,7 +140,8 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> int
     test), without booting it."""
     args = make_parser().parse_args(argv)
     if settings is None:
-        settings = boot("cli", broker=workers.broker).settings
+        settings = boot("admin" if args.command == "admin" else "cli",
+                        broker=workers.broker).settings
         if found := local_services(settings):
             print(f"saathii-workers: using the embedded {' and '.join(found)} of `make run`"
                   f" / `make db` ({LOCAL_SERVICES_FILE})", file=sys.stderr)
@@ -312,6 +308,12 @@ def queues_command(args, settings: Settings) -> int:
     else:
         print_table(rows, ["queue", "waiting", "unacked", "delayed", "dead", "oldest_age_s"])
     return EXIT_OK
+
+
+def admin_command(args, settings: Settings) -> int:
+    from workers.admin.app import serve  # FastAPI and uvicorn: for this command only
+
+    return serve(settings)
 
 
 def metrics_command(args, settings: Settings) -> int:
@@ -547,4 +549,4 @@ COMMANDS = {"db": db_command, "run-task": run_task, "status": status, "history":
             "pause": set_paused, "resume": set_paused, "params": params,
             "adopted-calls": adopted_calls, "health": health_command,
             "queues": queues_command, "dead-letters": dead_letters_command,
-            "metrics": metrics_command}
+            "metrics": metrics_command, "admin": admin_command}

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import redis.connection
 import sentry_sdk.utils
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from workers.errors import BadSetting
@@ -60,6 +60,8 @@ DEFAULT_PROCESS_BEAT_SECONDS = 10
 #: Where `python -m workers metrics` listens (9464: the Prometheus exporters' registry
 #: lists no other use of it that we would clash with here).
 DEFAULT_METRICS_HOST, DEFAULT_METRICS_PORT = "127.0.0.1", 9464
+#: Where `python -m workers admin` listens.
+DEFAULT_ADMIN_HOST, DEFAULT_ADMIN_PORT = "127.0.0.1", 8080
 
 #: A process whose heartbeat is older than this is dead (seconds).
 DEFAULT_PROCESS_STALE_SECONDS = 60
@@ -128,6 +130,22 @@ class Settings(BrokerSettings):
     process_stale_seconds: int = Field(DEFAULT_PROCESS_STALE_SECONDS, ge=5)
     metrics_host: str = DEFAULT_METRICS_HOST
     metrics_port: int = Field(DEFAULT_METRICS_PORT, ge=1, le=65535)
+    admin_host: str = DEFAULT_ADMIN_HOST
+    admin_port: int = Field(DEFAULT_ADMIN_PORT, ge=1, le=65535)
+    #: The sub-path a reverse proxy serves the admin under ("/ops/workers"), if any.
+    admin_root_path: str = ""
+    #: Bearer tokens, comma-separated: the admin role, and the read_only role.
+    admin_tokens: SecretStr | None = None
+    admin_read_tokens: SecretStr | None = None
+    #: The Saathii backend's own tokens: its JWT secret (HS256) or public key (RS256),
+    #: and the claim that holds the role ("admin" or "read_only").
+    admin_jwt_key: SecretStr | None = None
+    admin_jwt_algorithm: Literal["HS256", "RS256"] = "HS256"
+    admin_jwt_role_claim: str = "role"
+    #: How long a browser's session lasts after logging in (hours).
+    admin_session_hours: int = Field(8, ge=1, le=168)
+    #: Triggers, restarts and purges each person may make a minute.
+    admin_actions_per_minute: int = Field(10, ge=1)
 
     @field_validator("database_url")
     @classmethod

@@ -7,6 +7,7 @@ soon as it starts, and the boot catch-up runs as soon as a worker process boots.
 polls the database, the Redis queues or the processes' logs with a deadline.
 """
 
+import json
 import os
 import re
 import signal
@@ -72,6 +73,17 @@ def scrape(port: int, path: str = "/metrics") -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as answer:
             return answer.read().decode()
     except OSError:  # not listening yet
+        return ""
+
+
+def admin_get(port: int, path: str, token: str) -> str:
+    """The admin's answer to a GET with a bearer token; "" while it does not listen."""
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}",
+                                     headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return answer.read().decode()
+    except OSError:
         return ""
 
 
@@ -326,9 +338,10 @@ def latest_slot(job: str, now: datetime) -> datetime:
 
 
 def test_make_run_supervisor_starts_and_stops_everything(db, services):
-    port = free_port()
+    port, admin_port, data = free_port(), free_port(), services.directory / "data"
     supervisor = services.start("make-run", SUPERVISOR, WORKER_PROCESSES="1", WORKER_THREADS="2",
-                                METRICS_PORT=str(port))
+                                METRICS_PORT=str(port), ADMIN_PORT=str(admin_port),
+                                DATA_DIR=str(data))
 
     with db.connect() as conn:
         services.wait_for(
@@ -338,9 +351,18 @@ def test_make_run_supervisor_starts_and_stops_everything(db, services):
     children = [psutil.Process(pid) for pid in supervisor.members() if pid != supervisor.pid]
     names = " ".join(" ".join(child.cmdline()) for child in children)
     assert "dramatiq" in names and "periodiq" in names and "workers metrics" in names, names
+    assert "workers admin" in names, names
     assert "saathii_job_runs_total" in services.wait_for(
         "its metrics served", lambda: scrape(port), alive=(supervisor,))
-    assert f"metrics (http://127.0.0.1:{port}/metrics) running" in supervisor.output()
+    assert f"metrics (http://127.0.0.1:{port}/metrics)" in supervisor.output()
+    # The admin, with the token make run made (owner-only) and printed.
+    token_file = data / "admin-token"
+    assert oct(token_file.stat().st_mode & 0o777) == "0o600"
+    token = token_file.read_text().strip()
+    assert f"with the token in {token_file}: {token}" in supervisor.output()
+    jobs = services.wait_for("the admin answering", lambda: admin_get(
+        admin_port, "/api/jobs", token), alive=(supervisor,))
+    assert [job["name"] for job in json.loads(jobs)["items"]][0] == "coin_deduction"
 
     os.killpg(supervisor.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
     try:
@@ -408,7 +430,8 @@ def test_make_run_ctrl_c_lets_the_run_in_progress_finish(db, services):
     # log_rotation when the scheduler starts at a ten-minute boundary).
     supervisor = services.start("make-run", SUPERVISOR, WORKER_PROCESSES="1",
                                 WORKER_THREADS="8", DB_LOCK_TIMEOUT_MS="60000",
-                                METRICS_PORT=str(free_port()))
+                                METRICS_PORT=str(free_port()), ADMIN_PORT=str(free_port()),
+                                DATA_DIR=str(services.directory / "data"))
     forwarded = "[dramatiq.MainProcess] [INFO] Sending signal"
     with db.connect() as conn:
         # Up and running (its `db init` is done: it would wait for the table lock).

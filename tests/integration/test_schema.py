@@ -57,7 +57,7 @@ def test_init_creates_every_table_and_records_the_version(empty):
     assert tables == {"users", "user_roles", "user_wallets", "user_transactions", "user_status",
                       "user_calls", "listener_badges", "badge_levels", "badge_days", "job_runs",
                       "job_settings", "job_processes", "health_checks", "job_run_totals",
-                      "job_run_figures", "schema_version",
+                      "job_run_figures", "admin_audit", "schema_version",
                       "adopted_calls"}
     for table in tables - {"schema_version"}:
         assert {"created_at", "updated_at"} <= columns(empty, table), table

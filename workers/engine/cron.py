@@ -216,3 +216,19 @@ def latest_at_or_before(spec: str | CronSpec, tz: tzinfo, at: datetime) -> datet
         if tail:
             return tail[0]
     return None
+
+
+def local_instant(text: str, tz: tzinfo) -> datetime:
+    """An ISO 8601 instant as an operator writes one: a date is its local midnight, a time
+    without an offset is local. ValueError saying what is expected."""
+    try:
+        if len(text) == 10:
+            instant = datetime.combine(date.fromisoformat(text), time(), tz)
+        else:
+            instant = datetime.fromisoformat(text)
+            instant = instant if instant.tzinfo else instant.replace(tzinfo=tz)
+        instant.astimezone(UTC)  # an instant outside datetime's range in UTC is no slot
+    except (ValueError, OverflowError):
+        raise ValueError(f"{text!r}: expected ISO 8601, like 2026-11-22 or"
+                         " 2026-11-22T00:01:00+05:30") from None
+    return instant

@@ -25,7 +25,7 @@ CONNECT_TIMEOUT = 5
 KEEPALIVES = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
               "keepalives_count": 3}
 #: The schema version db/schema.sql records; the code expects at least this one.
-SCHEMA_VERSION = 11
+SCHEMA_VERSION = 12
 #: Connections a worker process keeps for its actor threads.
 POOL_MAX_SIZE = 10
 

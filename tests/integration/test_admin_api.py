@@ -1,0 +1,289 @@
+"""The admin's JSON API through httpx (Starlette's TestClient, in-process ASGI) against a
+real PostgreSQL and Redis: every route closed without a credential, the roles, bearer
+tokens, the Saathii backend's JWTs, browser sessions with their same-origin and CSRF
+checks, the rate limit, the audit rows, pagination, and the router mounted in a host app
+under a prefix."""
+
+import time
+from datetime import UTC, datetime, timedelta
+
+import jwt
+import pytest
+import redis
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from workers.admin import context, create_app, router
+from workers.admin.access import SESSION_COOKIE
+from workers.engine import runtime
+from workers.engine.runs import run_job
+from workers.schedule import JOBS
+
+ADMIN, READER = "admin-token-for-tests", "read-token-for-tests"
+JWT_KEY = "a-jwt-key-for-tests-of-32-bytes-or-more"
+SLOT = datetime(2026, 11, 22, 4, 30, tzinfo=UTC)
+
+
+def bearer(token: str) -> dict:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def saathii_jwt(role="admin", *, expires_in=3600, **claims) -> str:
+    """A token as the Saathii backend's jwt_handler makes one."""
+    payload = {"user_id": 7, "role": role, "type": "access",
+               "exp": int(time.time()) + expires_in, **claims}
+    return jwt.encode(payload, JWT_KEY, algorithm="HS256")
+
+
+@pytest.fixture
+def admin_context(db):
+    def made(**changes):
+        settings = runtime.current().settings.model_copy(update={
+            "redis_url": db.redis_url, "admin_tokens": ADMIN, "admin_read_tokens": READER,
+            "admin_jwt_key": JWT_KEY, **changes})
+        from pydantic import SecretStr
+        for name in ("admin_tokens", "admin_read_tokens", "admin_jwt_key"):
+            value = getattr(settings, name)
+            if isinstance(value, str):
+                settings = settings.model_copy(update={name: SecretStr(value)})
+        made_context = context.AdminContext.made(settings)
+        context.use(made_context)
+        return made_context
+    made()
+    yield made
+    context.use(None)
+
+
+@pytest.fixture
+def client(admin_context):
+    with TestClient(create_app(), base_url="http://admin.test") as test_client:
+        yield test_client
+
+
+def audit(conn) -> list[dict]:
+    return conn.execute("SELECT actor, role, via, action, target, outcome, detail"
+                        " FROM admin_audit ORDER BY audit_id").fetchall()
+
+
+def api_routes(app) -> list[tuple[str, str]]:
+    """(method, path) of every route of the app's OpenAPI document, plus the document."""
+    paths = app.openapi()["paths"]
+    found = [(method.upper(), path) for path, methods in paths.items() for method in methods]
+    return [*found, ("GET", "/openapi.json")]
+
+
+def test_every_route_is_closed_without_a_credential(client):
+    routes = api_routes(client.app)
+    assert ("POST", "/api/jobs/{name}/trigger") in routes and len(routes) >= 12
+    for method, path in routes:
+        url = path.replace("{name}", "coin_deduction").replace("{run_id}", "1")
+        answer = client.request(method, url)
+        assert answer.status_code == 401, (method, url, answer.text)
+        assert answer.headers["www-authenticate"] == "Bearer"
+    for token in ("wrong", ADMIN + "x", ""):
+        assert client.get("/api/jobs", headers=bearer(token)).status_code == 401
+
+
+def test_a_reader_reads_everything_and_is_refused_every_action_which_is_audited(client, conn):
+    for path in ("/api/jobs", "/api/jobs/coin_deduction", "/api/runs", "/api/health",
+                 "/api/processes", "/api/queues", "/api/audit", "/api/session",
+                 "/openapi.json"):
+        answer = client.get(path, headers=bearer(READER))
+        assert answer.status_code == 200, (path, answer.text)
+    jobs = client.get("/api/jobs", headers=bearer(READER)).json()
+    assert [job["name"] for job in jobs["items"]] == list(JOBS)
+    assert jobs["items"][0]["timezone"] == "Asia/Kolkata"
+
+    for action in ("pause", "resume", "trigger"):
+        answer = client.post(f"/api/jobs/coin_deduction/{action}", headers=bearer(READER))
+        assert answer.status_code == 403, answer.text
+        assert "needs the admin role" in answer.json()["detail"]
+    rows = audit(conn)
+    assert [(r["action"], r["outcome"], r["role"], r["target"]) for r in rows] == [
+        (action, "refused", "read_only", "coin_deduction")
+        for action in ("pause", "resume", "trigger")]
+    assert rows[0]["actor"].startswith("token ") and READER not in rows[0]["actor"]
+    assert conn.execute("SELECT count(*) AS n FROM job_settings WHERE paused").fetchone()["n"] == 0
+
+
+def test_an_admin_pauses_and_resumes_a_job_and_each_is_audited(client, conn):
+    paused = client.post("/api/jobs/call_cleanup/pause", headers=bearer(ADMIN))
+    assert paused.json() == {"job": "call_cleanup", "paused": True, "was_paused": False}
+    job = client.get("/api/jobs/call_cleanup", headers=bearer(ADMIN)).json()
+    assert (job["paused"], job["state"]) == (True, "paused")
+    assert client.post("/api/jobs/call_cleanup/resume", headers=bearer(ADMIN)).json()[
+        "was_paused"] is True
+    assert client.post("/api/jobs/nope/pause", headers=bearer(ADMIN)).status_code == 404
+
+    rows = audit(conn)
+    assert [(r["action"], r["outcome"], r["role"], r["via"], r["detail"]) for r in rows] == [
+        ("pause", "done", "admin", "token", "was running; now paused"),
+        ("resume", "done", "admin", "token", "was paused; now running")]
+    page = client.get("/api/audit", headers=bearer(READER)).json()
+    assert [item["action"] for item in page["items"]] == ["resume", "pause"]  # newest first
+
+
+def test_a_trigger_sends_a_run_unless_its_slot_is_taken(client, conn, db):
+    sent = client.post("/api/jobs/presence_cleanup/trigger", headers=bearer(ADMIN),
+                       json={"as_of": "2026-11-22T10:00+05:30"})
+    assert sent.status_code == 200, sent.text
+    assert (sent.json()["status"], sent.json()["scheduled_for"]) == (
+        "enqueued", "2026-11-22T10:00:00+05:30")
+    with redis.Redis.from_url(db.redis_url) as client_redis:
+        assert client_redis.llen(f"dramatiq:{JOBS['presence_cleanup'].queue}") == 1
+
+    run_job(conn, JOBS["presence_cleanup"], SLOT, runtime.current().run_options())
+    again = client.post("/api/jobs/presence_cleanup/trigger", headers=bearer(ADMIN),
+                        json={"as_of": SLOT.isoformat()}).json()
+    assert again["status"] == "duplicate"
+    assert "succeeded: not sent" in again["detail"]
+    bad = client.post("/api/jobs/presence_cleanup/trigger", headers=bearer(ADMIN),
+                      json={"as_of": "yesterday"})
+    assert bad.status_code == 422 and "expected ISO 8601" in bad.json()["detail"]
+    assert client.post("/api/jobs/presence_cleanup/trigger", headers=bearer(ADMIN),
+                       json={"as_of": "2026-11-22", "extra": 1}).status_code == 422
+    assert [(r["outcome"], r["action"]) for r in audit(conn)] == [
+        ("done", "trigger"), ("refused", "trigger"), ("refused", "trigger")]
+
+
+def test_triggers_past_the_rate_limit_are_refused_with_429(admin_context, conn):
+    admin_context(admin_actions_per_minute=2)
+    with TestClient(create_app(), base_url="http://admin.test") as limited:
+        answers = [limited.post("/api/jobs/catch_up/trigger", headers=bearer(ADMIN),
+                                json={"as_of": f"2026-11-22T10:0{i}+05:30"})
+                   for i in range(3)]
+    assert [a.status_code for a in answers] == [200, 200, 429]
+    assert 0 < int(answers[2].headers["retry-after"]) <= 60
+    assert audit(conn)[-1]["outcome"] == "refused"
+    assert "more than 2 triggers a minute" in audit(conn)[-1]["detail"]
+
+
+def test_the_saathii_backends_jwts_carry_their_role(client):
+    assert client.get("/api/jobs", headers=bearer(saathii_jwt("read_only"))).status_code == 200
+    assert client.post("/api/jobs/catch_up/pause",
+                       headers=bearer(saathii_jwt("read_only"))).status_code == 403
+    assert client.post("/api/jobs/catch_up/pause",
+                       headers=bearer(saathii_jwt("admin"))).status_code == 200
+    who = client.get("/api/session", headers=bearer(saathii_jwt("admin"))).json()
+    assert (who["actor"], who["via"], who["role"]) == ("jwt 7", "jwt", "admin")
+
+    expired = client.get("/api/jobs", headers=bearer(saathii_jwt(expires_in=-10)))
+    assert (expired.status_code, expired.json()["detail"]) == (401, "token expired")
+    refresh = client.get("/api/jobs", headers=bearer(saathii_jwt(type="refresh")))
+    assert refresh.status_code == 401
+    customer = client.get("/api/jobs", headers=bearer(saathii_jwt("customer")))
+    assert customer.status_code == 403
+    forged = jwt.encode({"role": "admin", "exp": int(time.time()) + 60}, "not-the-key" * 4,
+                        algorithm="HS256")
+    assert client.get("/api/jobs", headers=bearer(forged)).status_code == 401
+
+
+def login(client, token: str, prefix: str = ""):
+    return client.post(f"{prefix}/login", data={"token": token}, follow_redirects=False,
+                       headers={"Sec-Fetch-Site": "same-origin"})
+
+
+def test_a_browser_session_acts_only_same_origin_with_its_csrf_token(client, conn):
+    answer = login(client, ADMIN)
+    assert answer.status_code == 303
+    cookie = answer.headers["set-cookie"]
+    assert f"{SESSION_COOKIE}=" in cookie and "HttpOnly" in cookie
+    assert "SameSite=strict" in cookie or "SameSite=Strict" in cookie
+    session = client.get("/api/session").json()
+    assert (session["via"], session["role"], session["may_act"]) == ("session", "admin", True)
+    csrf = session["csrf_token"]
+
+    same = {"Sec-Fetch-Site": "same-origin"}
+    assert client.post("/api/jobs/catch_up/pause", headers=same).status_code == 403  # no token
+    assert client.post("/api/jobs/catch_up/pause", headers={
+        "Sec-Fetch-Site": "cross-site", "X-CSRF-Token": csrf}).status_code == 403
+    assert client.post("/api/jobs/catch_up/pause", headers={
+        "Origin": "http://evil.test", "X-CSRF-Token": csrf}).status_code == 403
+    assert client.post("/api/jobs/catch_up/pause", headers={
+        **same, "X-CSRF-Token": csrf + "x"}).status_code == 403
+    done = client.post("/api/jobs/catch_up/pause", headers={**same, "X-CSRF-Token": csrf})
+    assert done.status_code == 200, done.text
+    by_origin = client.post("/api/jobs/catch_up/resume", headers={  # an older browser
+        "Origin": "http://admin.test", "X-CSRF-Token": csrf})
+    assert by_origin.status_code == 200, by_origin.text
+    outcomes = [(r["action"], r["outcome"], r["via"]) for r in audit(conn)]
+    assert outcomes == [("login", "done", "token"), *[("pause", "refused", "session")] * 4,
+                        ("pause", "done", "session"), ("resume", "done", "session")]
+
+    assert client.post("/logout", headers=same, follow_redirects=False).status_code == 303
+    assert client.get("/api/session").status_code == 401
+
+
+def test_a_reader_session_and_a_bad_login(client):
+    assert login(client, "wrong").status_code == 401
+    assert "invalid token" in login(client, "wrong").text
+    assert client.post("/login", data={"token": ADMIN},
+                       headers={"Sec-Fetch-Site": "cross-site"}).status_code == 403
+    login(client, READER)
+    assert client.get("/api/session").json()["may_act"] is False
+
+
+def test_a_tampered_or_expired_session_is_refused(client, admin_context):
+    login(client, ADMIN)
+    value = client.cookies[SESSION_COOKIE]
+    body, _, signature = value.partition(".")
+    client.cookies.clear()
+    client.cookies.set(SESSION_COOKIE, body + "." + "0" * len(signature))
+    assert client.get("/api/jobs").status_code == 401
+    ctx = context.current()
+    identity = ctx.access.session(value)
+    old = ctx.access.new_session(identity, now=time.time() - 9 * 3600)  # 8 h sessions
+    client.cookies.clear()
+    client.cookies.set(SESSION_COOKIE, old)
+    answer = client.get("/api/jobs")
+    assert (answer.status_code, answer.json()["detail"]) == (401,
+                                                             "session expired: log in again")
+
+
+def test_runs_are_paginated_by_cursor_newest_first_and_filtered(client, conn):
+    conn.execute("INSERT INTO job_runs (job, scheduled_for, status, finished_at)"
+                 " SELECT CASE WHEN n %% 3 = 0 THEN 'catch_up' ELSE 'coin_deduction' END,"
+                 " %s::timestamptz + n * interval '1 minute',"
+                 " CASE WHEN n %% 10 = 0 THEN 'failed' ELSE 'succeeded' END, now()"
+                 " FROM generate_series(1, 120) n", [SLOT])
+    seen, cursor = [], None
+    while True:
+        page = client.get("/api/runs", headers=bearer(READER),
+                          params={"limit": 50, **({"cursor": cursor} if cursor else {})}).json()
+        seen += [run["run_id"] for run in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert len(seen) == 120 and seen == sorted(seen, reverse=True)
+    failed = client.get("/api/runs", headers=bearer(READER),
+                        params={"status": "failed", "job": "coin_deduction"}).json()["items"]
+    assert failed and {(r["status"], r["job"]) for r in failed} == {("failed", "coin_deduction")}
+    since = (SLOT + timedelta(minutes=100)).isoformat()
+    recent = client.get("/api/runs", headers=bearer(READER), params={"since": since}).json()
+    assert len(recent["items"]) == 21
+    one = client.get(f"/api/runs/{seen[0]}", headers=bearer(READER)).json()
+    assert one["run_id"] == seen[0] and one["scheduled_for"].endswith("+05:30")
+    assert client.get("/api/runs/0", headers=bearer(READER)).status_code == 404
+    assert client.get("/api/runs", headers=bearer(READER),
+                      params={"cursor": "x"}).status_code == 422
+    assert client.get("/api/runs", headers=bearer(READER),
+                      params={"status": "lost"}).status_code == 422
+
+
+def test_the_router_mounts_in_a_host_app_under_its_prefix(admin_context):
+    host = FastAPI()
+
+    @host.get("/")
+    def home():
+        return {"host": True}
+
+    host.include_router(router, prefix="/workers")
+    with TestClient(host, base_url="http://api.test") as client:
+        assert client.get("/").json() == {"host": True}
+        assert client.get("/workers/api/jobs").status_code == 401
+        jobs = client.get("/workers/api/jobs", headers=bearer(ADMIN))
+        assert jobs.status_code == 200 and jobs.json()["items"]
+        answer = login(client, ADMIN, "/workers")
+        assert answer.headers["location"] == "/workers/"
+        assert "Path=/workers" in answer.headers["set-cookie"]
+        assert client.get("/workers/api/session").json()["via"] == "session"

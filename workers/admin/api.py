@@ -1,0 +1,233 @@
+"""The admin's JSON API, under /api: the jobs of the table, their runs, health, processes,
+queues and the audit; pause, resume and trigger. Every GET needs a credential of either
+role, every POST the admin role (workers.admin.guards). Lists are paginated by cursor:
+`{"items": [...], "next_cursor": "..." or null}`; pass `cursor` back for the next page.
+Times are in APP_TIMEZONE with their offset."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Body, Depends, HTTPException, Query
+from pydantic import BaseModel, ConfigDict
+
+import workers
+from workers.admin import context
+from workers.admin.access import Identity
+from workers.admin.context import AdminContext
+from workers.admin.guards import Act, acting, reader
+from workers.engine import controls, cron, liveness, queues
+from workers.engine.broker import send_run
+from workers.engine.db import queries
+from workers.engine.jobs import Job
+from workers.engine.runs import slot_of
+from workers.errors import UsageError
+from workers.observability import health
+from workers.observability.overdue import job_states
+from workers.schedule import JOBS
+
+router = APIRouter(prefix="/api", tags=["admin"])
+
+#: What the routes get: the caller's identity (any role), this process's context.
+Reader = Annotated[Identity, Depends(reader)]
+Ctx = Annotated[AdminContext, Depends(context.current)]
+
+#: Page sizes of the lists.
+DEFAULT_LIMIT, MAX_LIMIT = 50, 500
+RunStatus = Literal["running", "succeeded", "failed", "skipped", "abandoned"]
+
+
+def _job(name: str) -> Job:
+    if name not in JOBS:
+        raise HTTPException(404, f"unknown job {name!r}; jobs: {', '.join(JOBS)}")
+    return JOBS[name]
+
+
+def _cursor(cursor: str | None) -> int | None:
+    if cursor is None:
+        return None
+    if not cursor.isdigit():
+        raise HTTPException(422, f"not a cursor of this list: {cursor!r}")
+    return int(cursor)
+
+
+def _page(rows: list[dict], limit: int, key: str) -> dict:
+    """A page of `limit` rows (one more was read, to know whether another follows)."""
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return {"items": rows, "next_cursor": str(rows[-1][key]) if more else None}
+
+
+def _localized(ctx: AdminContext, row: dict) -> dict:
+    return {key: ctx.local(value) if isinstance(value, datetime) else value
+            for key, value in row.items()}
+
+
+# jobs -------------------------------------------------------------------------------------
+
+
+def job_rows(ctx: AdminContext, jobs: list[Job], now: datetime) -> list[dict]:
+    """Each job as the table and its latest run say it is."""
+    with ctx.pool.connection() as conn:
+        last = {row["job"]: row for row in conn.execute(
+            queries("admin.sql")["last_runs"], {"jobs": [job.name for job in jobs]})}
+        states = job_states(conn, jobs, now, ctx.settings.timezone)
+    defaults = ctx.settings.model_dump()
+    rows = []
+    for job in jobs:
+        row, state = last[job.name], states[job.name]
+        overrides = dict(row["overrides"])
+        try:
+            params = job.parameters(defaults, overrides).model_dump(mode="json")
+        except UsageError as error:  # an override written by hand that no longer validates
+            params = {"error": str(error)}
+        rows.append({
+            "name": job.name, "description": job.description, "cron": job.cron,
+            "timezone": ctx.settings.app_timezone, "queue": job.queue,
+            "time_limit_s": job.time_limit.total_seconds(),
+            "grace_s": job.grace.total_seconds(),
+            "next_run": ctx.local(cron.next_after(job.cron, ctx.settings.timezone, now)),
+            "state": str(state.state), "state_detail": state.detail,
+            "overdue": state.state.name == "OVERDUE", "paused": row["paused"],
+            "params": params, "overrides": overrides,
+            "last_run": None if row["run_id"] is None else _localized(ctx, {
+                key: row[key] for key in ("run_id", "scheduled_for", "status", "attempt",
+                                          "trigger", "started_at", "finished_at",
+                                          "duration_s", "error", "skip_reason")}),
+        })
+    return rows
+
+
+@router.get("/jobs", summary="The jobs of the table, with their latest run")
+def list_jobs(_: Reader, ctx: Ctx) -> dict:
+    return {"items": job_rows(ctx, list(JOBS.values()), datetime.now(UTC)),
+            "next_cursor": None}
+
+
+@router.get("/jobs/{name}", summary="One job")
+def get_job(name: str, _: Reader, ctx: Ctx) -> dict:
+    [row] = job_rows(ctx, [_job(name)], datetime.now(UTC))
+    return row
+
+
+@router.post("/jobs/{name}/pause", summary="Skip the job's runs until resumed")
+def pause(name: str, act: Annotated[Act, Depends(acting("pause"))]) -> dict:
+    return _set_paused(act, _job(name), True)
+
+
+@router.post("/jobs/{name}/resume", summary="Let a paused job run again")
+def resume(name: str, act: Annotated[Act, Depends(acting("resume"))]) -> dict:
+    return _set_paused(act, _job(name), False)
+
+
+def _set_paused(act: Act, job: Job, paused: bool) -> dict:
+    with act.ctx.pool.connection() as conn:
+        was = controls.set_paused(conn, job, paused)
+    detail = (f"was {'paused' if was else 'running'}; now {'paused' if paused else 'running'}")
+    act.record("done", target=job.name, detail=detail)
+    return {"job": job.name, "paused": paused, "was_paused": was}
+
+
+class Trigger(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    #: The slot to run: ISO 8601 (a date is local midnight; a time without an offset is
+    #: local). Default: now's slot.
+    as_of: str | None = None
+
+
+@router.post("/jobs/{name}/trigger", summary="Send a run of the job to the workers now")
+def trigger(name: str, act: Annotated[Act, Depends(acting("trigger", limited=True))],
+            body: Annotated[Trigger | None, Body()] = None) -> dict:
+    job, ctx = _job(name), act.ctx
+    params = body.model_dump(exclude_none=True) if body else {}
+    try:
+        as_of = (datetime.now(UTC) if body is None or body.as_of is None
+                 else cron.local_instant(body.as_of, ctx.settings.timezone))
+    except ValueError as error:
+        act.record("refused", target=job.name, params=params, detail=f"as_of {error}")
+        raise HTTPException(422, f"as_of {error}") from None
+    slot = slot_of(as_of)
+    with ctx.pool.connection() as conn:
+        taken = conn.execute(queries("runs.sql")["last_attempt"],
+                             {"job": job.name, "scheduled_for": slot}).fetchone()
+    if taken is not None and taken["status"] in ("succeeded", "running"):
+        detail = (f"attempt {taken['attempt']} of this slot {taken['status']}: not sent, a"
+                  " worker would drop it")
+        act.record("refused", target=job.name, params=params, detail=detail)
+        return {"job": job.name, "scheduled_for": ctx.local(slot), "status": "duplicate",
+                "detail": detail}
+    try:
+        message = send_run(workers.broker, job.name, as_of)
+    except Exception as error:
+        act.record("failed", target=job.name, params=params, detail=str(error))
+        raise HTTPException(503, f"could not send the run: {error}") from None
+    act.record("done", target=job.name, params=params,
+               detail=f"sent for {ctx.local(slot)}, message {message.message_id}")
+    return {"job": job.name, "scheduled_for": ctx.local(slot), "status": "enqueued",
+            "message_id": message.message_id}
+
+
+# runs -------------------------------------------------------------------------------------
+
+
+@router.get("/runs", summary="Runs, newest first")
+def list_runs(_: Reader, ctx: Ctx, job: str | None = None,
+              status: RunStatus | None = None,
+              trigger: str | None = None, since: datetime | None = None,
+              until: datetime | None = None, cursor: str | None = None,
+              limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT) -> dict:
+    if job is not None:
+        _job(job)
+    for instant in (since, until):
+        if instant is not None and instant.tzinfo is None:
+            raise HTTPException(422, "since and until need an offset (…+05:30 or …Z)")
+    with ctx.pool.connection() as conn:
+        rows = conn.execute(queries("admin.sql")["runs"], {
+            "before": _cursor(cursor), "job": job, "status": status, "trigger": trigger,
+            "since": since, "until": until, "limit": limit + 1}).fetchall()
+    return _page([_localized(ctx, row) for row in rows], limit, "run_id")
+
+
+@router.get("/runs/{run_id}", summary="One run: its result, error and attempts")
+def get_run(run_id: int, _: Reader, ctx: Ctx) -> dict:
+    with ctx.pool.connection() as conn:
+        row = conn.execute(queries("admin.sql")["run"], {"run_id": run_id}).fetchone()
+    if row is None:
+        raise HTTPException(404, f"no run {run_id}")
+    return _localized(ctx, row)
+
+
+# the system -------------------------------------------------------------------------------
+
+
+@router.get("/health", summary="Every health check, with its figure and verdict")
+def get_health(_: Reader, ctx: Ctx) -> dict:
+    return health.check_all(ctx.settings, JOBS.values()).as_json()
+
+
+@router.get("/processes", summary="The workers' and schedulers' heartbeats")
+def list_processes(_: Reader, ctx: Ctx) -> dict:
+    with ctx.pool.connection() as conn:
+        known = liveness.processes(conn, timedelta(seconds=ctx.settings.process_stale_seconds))
+    return {"items": [_localized(ctx, dict(process)) for process in known],
+            "next_cursor": None}
+
+
+@router.get("/queues", summary="Each queue: waiting, unacked, delayed, dead")
+def list_queues(_: Reader, ctx: Ctx) -> dict:
+    names = sorted({job.queue for job in JOBS.values()})
+    try:
+        stats = queues.queue_stats(ctx.redis, names)
+    except Exception as error:
+        raise HTTPException(503, f"Redis unreachable: {error}") from None
+    return {"items": [queue.as_json() for queue in stats], "next_cursor": None}
+
+
+@router.get("/audit", summary="What was done through the admin, newest first")
+def list_audit(_: Reader, ctx: Ctx, cursor: str | None = None,
+               limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT) -> dict:
+    with ctx.pool.connection() as conn:
+        rows = conn.execute(queries("admin.sql")["audit"],
+                            {"before": _cursor(cursor), "limit": limit + 1}).fetchall()
+    return _page([_localized(ctx, row) for row in rows], limit, "audit_id")
