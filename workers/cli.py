@@ -15,6 +15,7 @@ from dotenv import dotenv_values
 
 import workers
 from workers.engine import adoption, controls, cron, liveness, queues, redis_client, runtime
+from workers.engine import letters as dead
 from workers.engine.boot import boot
 from workers.engine.broker import send_run
 from workers.engine.db import connect, queries, schema_version
@@ -344,10 +345,13 @@ def dead_letters_command(args, settings: Settings) -> int:
 
 
 def list_dead_letters(letters, args, settings: Settings) -> int:
-    now, runs = datetime.now(UTC), slot_outcomes(letters, settings)
+    now, runs = datetime.now(UTC), {}
+    if letters:
+        with connect(settings.database_url, autocommit=True) as conn:
+            runs = dead.outcomes(conn, letters)
     rows = [{"id": letter.message_id, "queue": letter.queue, "actor": letter.actor,
              "slot": letter.slot, "died": local(letter.died_at, settings),
-             "age_s": round(letter.age(now)), "error": dead_letter_error(letter, runs)}
+             "age_s": round(letter.age(now)), "error": dead.why(letter, runs)}
             for letter in letters]
     if args.json:
         print(json.dumps(rows))
@@ -357,41 +361,6 @@ def list_dead_letters(letters, args, settings: Settings) -> int:
     return EXIT_OK
 
 
-def letter_slot(letter) -> datetime | None:
-    """The slot a dead letter's run was for; None if it names no job's slot."""
-    if letter.actor not in JOBS or letter.slot is None:
-        return None
-    try:
-        return slot_of(datetime.fromisoformat(letter.slot))
-    except (ValueError, OverflowError):
-        return None
-
-
-def slot_outcomes(letters, settings: Settings) -> dict:
-    """The last attempt recorded for each dead letter's (job, slot)."""
-    asked = [(letter.actor, slot) for letter in letters
-             if (slot := letter_slot(letter)) is not None]
-    if not asked:
-        return {}
-    with connect(settings.database_url, autocommit=True) as conn:
-        rows = conn.execute(queries("runs.sql")["slot_outcomes"], {
-            "jobs": [job for job, _ in asked], "slots": [slot for _, slot in asked]})
-        return {(row["job"], row["scheduled_for"]): row for row in rows}
-
-
-def dead_letter_error(letter, runs: dict) -> str:
-    """Why it died: its run's recorded error, else Dramatiq's traceback; a message that
-    names no slot of a job was refused as invalid before any run."""
-    run = runs.get((letter.actor, letter_slot(letter)))
-    if run is not None and run["error"]:
-        return run["error"]
-    if letter.traceback_tail:
-        return letter.traceback_tail
-    if letter_slot(letter) is None:
-        return "refused as an invalid message: it never ran"
-    return "no error recorded"
-
-
 def retry_dead_letter(client, letters, wanted: str, settings: Settings) -> int:
     """Send the dead letter's run again as a new message, and take it off the dead-letter
     queue. A run for a slot that already succeeded is a duplicate, a no-op: say so."""
@@ -399,19 +368,11 @@ def retry_dead_letter(client, letters, wanted: str, settings: Settings) -> int:
         letter = queues.find(letters, wanted)
     except LookupError as error:
         raise UsageError(str(error)) from None
-    slot = letter_slot(letter)
-    if slot is None:
-        raise UsageError(f"{letter.message_id} ({letter.actor}) names no slot of a job:"
-                         " nothing to run again; purge it")
-    message = send_run(workers.broker, letter.actor, slot)
-    queues.remove(client, [letter])
     with connect(settings.database_url, autocommit=True) as conn:
-        row = conn.execute(queries("runs.sql")["last_attempt"],
-                           {"job": letter.actor, "scheduled_for": slot}).fetchone()
-    note = ("" if row is None or row["status"] not in ("succeeded", "running") else
-            f"; that slot is {row['status']} already, so the run will be a duplicate and do"
-            " nothing")
-    print(f"{letter.actor} {local(slot, settings)} sent again as message"
+        message, taken = dead.resend(conn, client, workers.broker, letter)
+    note = ("" if taken is None else
+            f"; that slot is {taken} already, so the run will be a duplicate and do nothing")
+    print(f"{letter.actor} {local(dead.slot(letter), settings)} sent again as message"
           f" {message.message_id}{note}")
     return EXIT_OK
 

@@ -12,7 +12,9 @@ import pytest
 import redis
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from test_actors import drain, worker  # noqa: F401
 
+import workers
 from workers.admin import context, create_app, router
 from workers.admin.access import SESSION_COOKIE
 from workers.engine import runtime
@@ -287,3 +289,40 @@ def test_the_router_mounts_in_a_host_app_under_its_prefix(admin_context):
         assert answer.headers["location"] == "/workers/"
         assert "Path=/workers" in answer.headers["set-cookie"]
         assert client.get("/workers/api/session").json()["via"] == "session"
+
+
+def test_dead_letters_are_listed_retried_and_purged_by_an_admin(client, conn, worker):  # noqa: F811
+    conn.execute("INSERT INTO job_settings (job, overrides)"
+                 " VALUES ('presence_cleanup', '{\"presence_inactive_minutes\": \"soon\"}')")
+    sent = workers.broker.get_actor("presence_cleanup").send_with_options(
+        kwargs={"scheduled_for": SLOT.isoformat()})
+    workers.broker.get_actor("presence_cleanup").send_with_options(kwargs={"bogus": 1})
+    drain("default")
+
+    letters = client.get("/api/dead-letters", headers=bearer(READER)).json()["items"]
+    by_id = {letter["id"]: letter for letter in letters}
+    assert "presence_inactive_minutes" in by_id[sent.message_id]["error"]
+    assert client.post(f"/api/dead-letters/{sent.message_id}/retry",
+                       headers=bearer(READER)).status_code == 403
+
+    conn.execute("UPDATE job_settings SET overrides = '{}'")  # the operator's fix
+    retried = client.post(f"/api/dead-letters/{sent.message_id[:8]}/retry",
+                          headers=bearer(ADMIN))
+    assert retried.status_code == 200, retried.text
+    assert (retried.json()["job"], retried.json()["slot_already"]) == ("presence_cleanup", None)
+    drain("default")
+    assert conn.execute("SELECT status FROM job_runs WHERE job = 'presence_cleanup'"
+                        ).fetchone()["status"] == "succeeded"
+    [invalid] = client.get("/api/dead-letters", headers=bearer(ADMIN)).json()["items"]
+    assert client.post(f"/api/dead-letters/{invalid['id']}/retry",
+                       headers=bearer(ADMIN)).status_code == 422  # names no slot
+    assert client.post("/api/dead-letters/purge", headers=bearer(ADMIN),
+                       json={"older_than_s": 86400}).json() == {"purged": 0}
+    assert client.post("/api/dead-letters/purge", headers=bearer(ADMIN),
+                       json={"queue": "default"}).json() == {"purged": 1}
+    assert client.get("/api/dead-letters", headers=bearer(ADMIN)).json()["items"] == []
+    assert client.get("/api/dead-letters", headers=bearer(ADMIN),
+                      params={"queue": "nowhere"}).status_code == 404
+    assert [(r["action"], r["outcome"]) for r in audit(conn)] == [
+        ("retry", "refused"), ("retry", "done"), ("retry", "refused"), ("purge", "done"),
+        ("purge", "done")]

@@ -18,6 +18,7 @@ from workers.admin.access import Identity
 from workers.admin.context import AdminContext
 from workers.admin.guards import Act, acting, reader
 from workers.engine import controls, cron, liveness, queues
+from workers.engine import letters as dead
 from workers.engine.broker import send_run
 from workers.engine.db import queries
 from workers.engine.jobs import Job
@@ -231,3 +232,68 @@ def list_audit(_: Reader, ctx: Ctx, cursor: str | None = None,
         rows = conn.execute(queries("admin.sql")["audit"],
                             {"before": _cursor(cursor), "limit": limit + 1}).fetchall()
     return _page([_localized(ctx, row) for row in rows], limit, "audit_id")
+
+
+def _letters(ctx: AdminContext, queue: str | None) -> list[queues.DeadLetter]:
+    names = sorted({job.queue for job in JOBS.values()})
+    if queue is not None and queue not in names:
+        raise HTTPException(404, f"unknown queue {queue!r}; queues: {', '.join(names)}")
+    try:
+        return queues.dead_letters(ctx.redis, [queue] if queue else names)
+    except Exception as error:
+        raise HTTPException(503, f"Redis unreachable: {error}") from None
+
+
+@router.get("/dead-letters", summary="Messages the workers gave up on, oldest first")
+def list_dead_letters(_: Reader, ctx: Ctx, queue: str | None = None) -> dict:
+    letters, now = _letters(ctx, queue), datetime.now(UTC)
+    with ctx.pool.connection() as conn:
+        runs = dead.outcomes(conn, letters)
+    return {"items": [{"id": letter.message_id, "queue": letter.queue, "actor": letter.actor,
+                       "slot": letter.slot, "died": ctx.local(letter.died_at),
+                       "age_s": round(letter.age(now)), "error": dead.why(letter, runs)}
+                      for letter in letters], "next_cursor": None}
+
+
+@router.post("/dead-letters/{letter}/retry",
+             summary="Send a dead letter's run again, and take it off the queue")
+def retry_dead_letter(letter: str,
+                      act: Annotated[Act, Depends(acting("retry", limited=True))]) -> dict:
+    ctx = act.ctx
+    try:
+        found = queues.find(_letters(ctx, None), letter)
+    except LookupError as error:
+        act.record("refused", target=letter, detail=str(error))
+        raise HTTPException(404, str(error)) from None
+    try:
+        with ctx.pool.connection() as conn:
+            message, taken = dead.resend(conn, ctx.redis, workers.broker, found)
+    except UsageError as error:
+        act.record("refused", target=found.message_id, detail=str(error))
+        raise HTTPException(422, str(error)) from None
+    detail = f"{found.actor} {ctx.local(dead.slot(found))} sent as {message.message_id}"
+    if taken:
+        detail += f"; the slot is {taken} already: the run will be a duplicate"
+    act.record("done", target=found.message_id, detail=detail)
+    return {"id": found.message_id, "job": found.actor,
+            "scheduled_for": ctx.local(dead.slot(found)), "message_id": message.message_id,
+            "slot_already": taken}
+
+
+class Purge(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    queue: str | None = None
+    #: Only those dead at least this long (seconds).
+    older_than_s: int | None = None
+
+
+@router.post("/dead-letters/purge", summary="Delete dead letters (of a queue, older than)")
+def purge_dead_letters(act: Annotated[Act, Depends(acting("purge", limited=True))],
+                       body: Annotated[Purge | None, Body()] = None) -> dict:
+    body = body or Purge()
+    older = None if body.older_than_s is None else timedelta(seconds=body.older_than_s)
+    chosen = queues.older_than(_letters(act.ctx, body.queue), older)
+    purged = queues.remove(act.ctx.redis, chosen) if chosen else 0
+    act.record("done", target=body.queue, params=body.model_dump(exclude_none=True),
+               detail=f"purged {purged} dead letter(s)")
+    return {"purged": purged}
