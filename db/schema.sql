@@ -43,6 +43,16 @@ BEGIN
     END IF;
 END $$;
 
+-- A trigger, created only when the table has none of that name (CREATE TRIGGER takes a
+-- SHARE ROW EXCLUSIVE lock on the table, which would queue the API's writes).
+CREATE OR REPLACE FUNCTION pg_temp.add_trigger(tbl regclass, name text, definition text)
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = tbl AND tgname = name) THEN
+        EXECUTE format('CREATE TRIGGER %I %s', name, definition);
+    END IF;
+END $$;
+
 -- Storage parameters of a table, set only when they differ (ALTER TABLE SET takes a
 -- SHARE UPDATE EXCLUSIVE lock; it applies to pages written from then on).
 CREATE OR REPLACE FUNCTION pg_temp.set_storage(tbl regclass, parameter text, value text)
@@ -422,19 +432,13 @@ BEGIN
         USING ERRCODE = 'check_violation', CONSTRAINT = 'ended_call_stays_ended',
               HINT = 'an ended call''s status and end_time are final';
 END $$;
-DO $$
-BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = 'user_calls'::regclass
-                   AND tgname = 'ended_call_stays_ended') THEN
-        CREATE TRIGGER ended_call_stays_ended
-            BEFORE UPDATE OF status, end_time ON user_calls
-            FOR EACH ROW
-            WHEN (OLD.status <> 'ongoing'
-                  AND (NEW.status IS DISTINCT FROM OLD.status
-                       OR NEW.end_time IS DISTINCT FROM OLD.end_time))
-            EXECUTE FUNCTION refuse_reopening_an_ended_call();
-    END IF;
-END $$;
+SELECT pg_temp.add_trigger('user_calls', 'ended_call_stays_ended', $$
+    BEFORE UPDATE OF status, end_time ON user_calls
+    FOR EACH ROW
+    WHEN (OLD.status <> 'ongoing'
+          AND (NEW.status IS DISTINCT FROM OLD.status
+               OR NEW.end_time IS DISTINCT FROM OLD.end_time))
+    EXECUTE FUNCTION refuse_reopening_an_ended_call()$$);
 
 -- Calls someone else ended (the API's hang-up: no end_reason of ours) whose billing is
 -- not closed yet: the minutes they owe up to their end, by the rules above: started
@@ -649,17 +653,11 @@ BEGIN
     END IF;
     RETURN NULL;
 END $$;
-DO $$
-BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = 'job_runs'::regclass
-                   AND tgname = 'job_run_counted') THEN
-        CREATE TRIGGER job_run_counted
-            AFTER UPDATE OF status ON job_runs
-            FOR EACH ROW
-            WHEN (OLD.status = 'running' AND NEW.status <> 'running')
-            EXECUTE FUNCTION count_finished_run();
-    END IF;
-END $$;
+SELECT pg_temp.add_trigger('job_runs', 'job_run_counted', $$
+    AFTER UPDATE OF status ON job_runs
+    FOR EACH ROW
+    WHEN (OLD.status = 'running' AND NEW.status <> 'running')
+    EXECUTE FUNCTION count_finished_run()$$);
 
 -- What every admin action did (schema 12): who (a token's fingerprint, a JWT's subject),
 -- with which role and through what (a bearer token, a JWT, a browser session), what
