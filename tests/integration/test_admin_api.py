@@ -326,3 +326,30 @@ def test_dead_letters_are_listed_retried_and_purged_by_an_admin(client, conn, wo
     assert [(r["action"], r["outcome"]) for r in audit(conn)] == [
         ("retry", "refused"), ("retry", "done"), ("retry", "refused"), ("purge", "done"),
         ("purge", "done")]
+
+
+def test_the_pages_send_a_stranger_to_log_in_and_show_a_reader_no_buttons(client):
+    stranger = client.get("/", follow_redirects=False)
+    assert (stranger.status_code, stranger.headers["location"]) == (303, "/login")
+    assert client.get("/static/htmx-2.0.11.min.js", follow_redirects=False).status_code == 303
+
+    login(client, READER)
+    page = client.get("/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert all(f'id="job-{name}"' in page.text for name in JOBS)
+    assert "Pause" not in page.text and "Run now" not in page.text
+    assert 'hx-trigger="every 5s [document.visibilityState' in page.text  # the default
+    assert "every 15s" in client.get("/?refresh=15").text
+    assert "every" not in client.get("/?refresh=0").text.split('id="overview"')[1][:300]
+    assert client.get("/static/htmx-2.0.11.min.js").status_code == 200
+    for path in ("/partials/overview", "/jobs/coin_deduction", "/partials/jobs/coin_deduction",
+                 "/runs", "/audit"):
+        assert client.get(path).status_code == 200, path
+    assert client.get("/jobs/nope").status_code == 404
+
+    client.cookies.clear()
+    login(client, ADMIN)
+    page = client.get("/").text
+    assert "Run now" in page and 'hx-confirm="Pause coin_deduction?' in page
+    csrf = client.get("/api/session").json()["csrf_token"]
+    assert f'"X-CSRF-Token": "{csrf}"' in page  # every htmx request carries it

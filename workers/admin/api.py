@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Query
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 
 import workers
 from workers.admin import context
@@ -133,8 +133,13 @@ def _set_paused(act: Act, job: Job, paused: bool) -> dict:
 class Trigger(BaseModel):
     model_config = ConfigDict(extra="forbid")
     #: The slot to run: ISO 8601 (a date is local midnight; a time without an offset is
-    #: local). Default: now's slot.
+    #: local). Default (or empty, as a form sends it): now's slot.
     as_of: str | None = None
+
+    @field_validator("as_of")
+    @classmethod
+    def _empty_is_now(cls, text: str | None) -> str | None:
+        return text.strip() or None if text is not None else None
 
 
 @router.post("/jobs/{name}/trigger", summary="Send a run of the job to the workers now")

@@ -17,7 +17,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, FastAPI, Request
 from pydantic import SecretStr
 
-from workers.admin import api, login
+from workers.admin import api, login, pages
 from workers.admin.access import Identity
 from workers.admin.guards import reader
 from workers.errors import UsageError
@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 router = APIRouter()
 router.include_router(login.router)
 router.include_router(api.router)
+router.include_router(pages.router)
 
 
 @router.get("/openapi.json", include_in_schema=False)
