@@ -20,6 +20,8 @@ WAIT_MS = 30_000
 
 playwright = pytest.importorskip("playwright.sync_api")
 if CHROMIUM is None:
+    if os.environ.get("REQUIRE_BROWSER"):  # CI installs it: its absence is a failure there
+        raise RuntimeError("REQUIRE_BROWSER is set and no chromium is installed")
     pytest.skip("no chromium: install Debian's chromium package (.ci/run does)",
                 allow_module_level=True)
 
