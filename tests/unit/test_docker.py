@@ -14,6 +14,7 @@ Three layers, none of which imports `workers`:
 """
 
 import json
+import os
 import re
 import shlex
 import shutil
@@ -29,8 +30,9 @@ COMPOSE = DOCKER_DIR / "compose.yaml"
 DOCKERFILE = DOCKER_DIR / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 
-SERVICES = {"postgres", "redis", "migrate", "worker", "scheduler", "metrics", "prometheus"}
-APP_SERVICES = {"migrate", "worker", "scheduler", "metrics"}
+SERVICES = {"postgres", "redis", "migrate", "worker", "scheduler", "metrics", "prometheus",
+            "admin"}
+APP_SERVICES = {"migrate", "worker", "scheduler", "metrics", "admin"}
 PROMETHEUS_CONFIG = DOCKER_DIR / "prometheus.yml"
 ALERT_RULES = DOCKER_DIR / "alerts.yml"
 DASHBOARD = DOCKER_DIR / "grafana-dashboard.json"
@@ -81,6 +83,7 @@ def _run_compose(*args: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=60,
         cwd=ROOT,
+        env={**os.environ, "ADMIN_TOKENS": "a-token-for-compose-config"},  # it is required
     )
 
 
@@ -399,3 +402,13 @@ def test_the_dashboard_is_grafana_json_with_a_query_per_panel():
     for panel in dashboard["panels"]:
         assert panel["targets"] and all(t["expr"] for t in panel["targets"]), panel["title"]
         assert panel["datasource"]["uid"] == "${DS_PROMETHEUS}", panel["title"]
+
+
+def test_the_admin_needs_its_tokens_and_is_published_on_loopback_only(services):
+    admin = services["admin"]
+    assert admin["command"] == ["python", "-m", "workers", "admin"]
+    assert admin["ports"] == ["127.0.0.1:8080:8080"]
+    assert admin["environment"]["ADMIN_HOST"] == "0.0.0.0"
+    assert admin["environment"]["ADMIN_TOKENS"].startswith("${ADMIN_TOKENS:?")  # required
+    check = " ".join(admin["healthcheck"]["test"])
+    assert "8080/api/session" in check and "401" in check
