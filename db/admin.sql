@@ -51,3 +51,52 @@ FROM admin_audit
 WHERE (%(before)s::bigint IS NULL OR audit_id < %(before)s)
 ORDER BY audit_id DESC
 LIMIT %(limit)s;
+
+-- name: people
+-- Who is on Saathii now.
+SELECT (SELECT count(*) FROM users) AS users,
+       (SELECT count(*) FROM user_roles WHERE role = 'customer') AS customers,
+       (SELECT count(*) FROM user_roles WHERE role = 'listener') AS listeners,
+       (SELECT count(*) FROM user_status WHERE is_online) AS online,
+       (SELECT count(*) FROM user_status WHERE is_busy) AS busy;
+
+-- name: ongoing_calls
+SELECT call_type, count(*) AS calls
+FROM user_calls
+WHERE status = 'ongoing'
+GROUP BY call_type;
+
+-- name: billed_since
+-- What the billing runs whose slot is at or after `since` charged and paid, read from
+-- their results (a few rows a minute, by the (job, scheduled_for) index, however large the
+-- ledger): the coins they charged and the rupees they paid listeners.
+SELECT coalesce(sum((r.result ->> 'coins_charged')::bigint), 0) AS coins_charged,
+       coalesce(sum((r.result ->> 'money_earned')::numeric), 0) AS money_earned
+FROM unnest(%(jobs)s::text[]) AS j(job)
+JOIN job_runs r ON r.job = j.job AND r.scheduled_for >= %(since)s AND r.status = 'succeeded';
+
+-- name: ended_since
+-- The calls the billing runs since `since` ended, by reason (their results' calls_ended),
+-- and those the API ended that they closed (api_calls_closed).
+SELECT reason, sum(calls)::bigint AS calls
+FROM (SELECT e.key AS reason, e.value::bigint AS calls
+      FROM unnest(%(jobs)s::text[]) AS j(job)
+      JOIN job_runs r ON r.job = j.job AND r.scheduled_for >= %(since)s
+                     AND r.status = 'succeeded'
+      CROSS JOIN LATERAL jsonb_each_text(coalesce(r.result -> 'calls_ended', '{}')) e
+      UNION ALL
+      SELECT 'api', (r.result ->> 'api_calls_closed')::bigint
+      FROM unnest(%(jobs)s::text[]) AS j(job)
+      JOIN job_runs r ON r.job = j.job AND r.scheduled_for >= %(since)s
+                     AND r.status = 'succeeded'
+      WHERE (r.result ->> 'api_calls_closed')::bigint > 0) t
+GROUP BY reason
+ORDER BY reason;
+
+-- name: badges_on
+-- Today's badges, by badge.
+SELECT badge, count(*) AS listeners
+FROM listener_badges
+WHERE date = %(day)s
+GROUP BY badge
+ORDER BY badge;

@@ -12,11 +12,13 @@ import pytest
 import redis
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from ledger import add_user, give_badge, start_call
 from test_actors import drain, worker  # noqa: F401
 
 import workers
 from workers.admin import context, create_app, router
 from workers.admin.access import SESSION_COOKIE
+from workers.admin.api import statistics
 from workers.engine import runtime
 from workers.engine.runs import run_job
 from workers.schedule import JOBS
@@ -353,3 +355,40 @@ def test_the_pages_send_a_stranger_to_log_in_and_show_a_reader_no_buttons(client
     assert "Run now" in page and 'hx-confirm="Pause coin_deduction?' in page
     csrf = client.get("/api/session").json()["csrf_token"]
     assert f'"X-CSRF-Token": "{csrf}"' in page  # every htmx request carries it
+
+
+def test_the_statistics_agree_with_the_ledger(client, conn):
+    """Two calls at 15:30 local: one runs out of coins at minute 3, one goes on; a gold
+    listener. The figures are read from the billing runs' results: they must be what the
+    ledger says those runs wrote."""
+    t0 = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)  # 15:30 IST
+    far = t0 + timedelta(days=1)
+    poor, rich = add_user(conn, coins=30, seen=far), add_user(conn, coins=1000, seen=far)
+    gold, plain = (add_user(conn, role="listener", seen=far),
+                   add_user(conn, role="listener", seen=far))
+    give_badge(conn, gold, t0.date(), "gold")
+    start_call(conn, poor, gold, t0)
+    start_call(conn, rich, plain, t0, "video")
+    for minute in range(1, 5):
+        run_job(conn, JOBS["coin_deduction"], t0 + minute * timedelta(minutes=1),
+                runtime.current().run_options())
+
+    found = statistics(context.current(), t0 + timedelta(minutes=4, seconds=30))
+
+    ledger = conn.execute(
+        "SELECT -sum(coins_change) FILTER (WHERE tx_type = 'spend' AND call_minute > 1)"
+        " AS charged, sum(money_change) FILTER (WHERE tx_type = 'earn') AS earned"
+        " FROM user_transactions").fetchone()
+    assert found["coins_charged_today"] == ledger["charged"] == 20 + 4 * 60  # minutes 2-3, 2-5
+    assert found["coins_charged_last_hour"] == ledger["charged"]
+    assert found["money_earned_today"] == str(ledger["earned"])
+    assert (found["users"], found["customers"], found["listeners"]) == (4, 2, 2)
+    assert found["ongoing_calls"] == {"audio": 0, "video": 1}
+    assert found["calls_ended_today"] == {"insufficient_coins": 1}
+    assert found["badges_today"] == {"gold": 1}
+    assert found["today"] == "2026-11-22"
+    tomorrow = statistics(context.current(), t0 + timedelta(hours=12))  # 03:30 the next day
+    assert (tomorrow["coins_charged_today"], tomorrow["calls_ended_today"]) == (0, {})
+
+    served = client.get("/api/statistics", headers=bearer(READER))
+    assert served.status_code == 200 and served.json()["users"] == 4

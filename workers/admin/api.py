@@ -174,6 +174,42 @@ def trigger(name: str, act: Annotated[Act, Depends(acting("trigger", limited=Tru
             "message_id": message.message_id}
 
 
+# statistics -------------------------------------------------------------------------------
+
+#: The jobs that bill calls (their results carry coins_charged, money_earned, calls_ended).
+BILLING_JOBS = ("coin_deduction", "call_cleanup")
+
+
+def statistics(ctx: AdminContext, now: datetime) -> dict:
+    """Live figures of Saathii: its people, its calls, and what billing charged and paid in
+    the last hour and today (local)."""
+    tz = ctx.settings.timezone
+    today = datetime.combine(now.astimezone(tz).date(), datetime.min.time(), tz)
+    jobs = [name for name in JOBS if name.startswith(BILLING_JOBS)]  # shards included
+    sql = queries("admin.sql")
+    with ctx.pool.connection() as conn:
+        people = conn.execute(sql["people"]).fetchone()
+        ongoing = dict.fromkeys(("audio", "video"), 0) | {
+            row["call_type"]: row["calls"] for row in conn.execute(sql["ongoing_calls"])}
+        hour = conn.execute(sql["billed_since"],
+                            {"jobs": jobs, "since": now - timedelta(hours=1)}).fetchone()
+        day = conn.execute(sql["billed_since"], {"jobs": jobs, "since": today}).fetchone()
+        ended = {row["reason"]: row["calls"]
+                 for row in conn.execute(sql["ended_since"], {"jobs": jobs, "since": today})}
+        badges = {row["badge"]: row["listeners"]
+                  for row in conn.execute(sql["badges_on"], {"day": today.date()})}
+    return {**people, "ongoing_calls": ongoing,
+            "coins_charged_last_hour": hour["coins_charged"],
+            "coins_charged_today": day["coins_charged"],
+            "money_earned_today": str(day["money_earned"]),
+            "calls_ended_today": ended, "badges_today": badges, "today": today.date().isoformat()}
+
+
+@router.get("/statistics", summary="Live statistics: people, calls, billing today")
+def get_statistics(_: Reader, ctx: Ctx) -> dict:
+    return statistics(ctx, datetime.now(UTC))
+
+
 # runs -------------------------------------------------------------------------------------
 
 

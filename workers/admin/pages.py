@@ -16,7 +16,7 @@ from fastapi.templating import Jinja2Templates
 
 from workers.admin import context
 from workers.admin.access import Identity
-from workers.admin.api import _job, _page, job_rows
+from workers.admin.api import _job, _page, job_rows, statistics
 from workers.admin.context import AdminContext
 from workers.admin.guards import identify
 from workers.engine import liveness, queues
@@ -85,6 +85,7 @@ def overview_values(ctx: AdminContext) -> dict:
     except Exception:  # the health verdict says Redis is down
         stats = []
     return {"jobs": job_rows(ctx, list(JOBS.values()), now), "alive": alive, "queues": stats,
+            "stats": statistics(ctx, now),
             "health": health.check_all(ctx.settings, JOBS.values(), now).as_json(),
             "runs": _runs(ctx, limit=10)["items"]}
 
