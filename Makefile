@@ -105,3 +105,10 @@ RUNS ?= 1000000
 
 bench-scrape: setup  ## make bench-scrape RUNS=1000000
 	$(PY) -m bench.scrape --runs $(RUNS) $(SCRAPE_ARGS)
+
+# The admin's pages and endpoints beside RUNS job_runs and ADMIN_CALLS ongoing calls
+# (python -m bench.admin): p50/p99 of 100 requests each, bench/results/admin.json.
+ADMIN_CALLS ?= 100000
+
+bench-admin: setup  ## make bench-admin RUNS=1000000 ADMIN_CALLS=100000
+	$(PY) -m bench.admin --runs $(RUNS) --calls $(ADMIN_CALLS) $(ADMIN_BENCH_ARGS)

@@ -104,7 +104,7 @@ def nearest_rank(values: list[float], percentile: float) -> float:
 
 def summary(seconds: list[float]) -> dict:
     return {"n": len(seconds), **{f"p{p}_ms": round(nearest_rank(seconds, p) * 1000, 1)
-                                  for p in (50, 95)},
+                                  for p in (50, 95, 99)},
             "max_ms": round(max(seconds) * 1000, 1)}
 
 

@@ -17,18 +17,21 @@ LEFT JOIN LATERAL (SELECT * FROM job_runs r WHERE r.job = j.job
 ORDER BY j.n;
 
 -- name: runs
--- Runs, newest first, filtered by job, status, trigger and slot range (each NULL: any).
+-- Runs, newest first, by keyset on run_id. The WHERE clause is the filters asked for
+-- (workers.admin.api.read_runs: job, status, trigger, slot range, the cursor), only those,
+-- so that the plan is made for them. The page's ids are found first, reading ids alone: an
+-- index that holds the filter and the id answers it (one job's runs by (job, run_id), the
+-- failures by job_runs_failed). Asked for whole rows at once, the planner would read the
+-- primary key backwards, counting on a job's rows being spread evenly, and read past every
+-- other job's runs when they are not (a daily job's: 160 ms at 1M rows, against 1 ms).
 SELECT run_id, job, scheduled_for, status, attempt, trigger, started_at, finished_at,
        extract(epoch FROM duration)::float8 AS duration_s, host, pid, error, skip_reason
 FROM job_runs
-WHERE (%(before)s::bigint IS NULL OR run_id < %(before)s)
-  AND (%(job)s::text IS NULL OR job = %(job)s)
-  AND (%(status)s::text IS NULL OR status = %(status)s)
-  AND (%(trigger)s::text IS NULL OR trigger = %(trigger)s)
-  AND (%(since)s::timestamptz IS NULL OR scheduled_for >= %(since)s)
-  AND (%(until)s::timestamptz IS NULL OR scheduled_for < %(until)s)
-ORDER BY run_id DESC
-LIMIT %(limit)s;
+WHERE run_id IN (SELECT run_id FROM job_runs
+                 WHERE {where}
+                 ORDER BY run_id DESC
+                 LIMIT %(limit)s)
+ORDER BY run_id DESC;
 
 -- name: run
 SELECT run_id, job, scheduled_for, status, attempt, trigger, message_id, started_at,
@@ -53,12 +56,14 @@ ORDER BY audit_id DESC
 LIMIT %(limit)s;
 
 -- name: people
--- Who is on Saathii now.
-SELECT (SELECT count(*) FROM users) AS users,
-       (SELECT count(*) FROM user_roles WHERE role = 'customer') AS customers,
-       (SELECT count(*) FROM user_roles WHERE role = 'listener') AS listeners,
-       (SELECT count(*) FROM user_status WHERE is_online) AS online,
-       (SELECT count(*) FROM user_status WHERE is_busy) AS busy;
+-- Who is on Saathii now: one scan of each table.
+SELECT (SELECT count(*) FROM users) AS users, r.customers, r.listeners, s.online, s.busy
+FROM (SELECT count(*) FILTER (WHERE role = 'customer') AS customers,
+             count(*) FILTER (WHERE role = 'listener') AS listeners
+      FROM user_roles) r,
+     (SELECT count(*) FILTER (WHERE is_online) AS online,
+             count(*) FILTER (WHERE is_busy) AS busy
+      FROM user_status) s;
 
 -- name: ongoing_calls
 SELECT call_type, count(*) AS calls

@@ -392,3 +392,6 @@ def test_the_statistics_agree_with_the_ledger(client, conn):
 
     served = client.get("/api/statistics", headers=bearer(READER))
     assert served.status_code == 200 and served.json()["users"] == 4
+    add_user(conn)
+    again = client.get("/api/statistics", headers=bearer(READER)).json()
+    assert (again["users"], again["as_of"]) == (4, served.json()["as_of"])  # at most 5 s old

@@ -6,7 +6,7 @@ server makes them when it boots (`use`)."""
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from redis import Redis
@@ -23,6 +23,9 @@ class AdminContext:
     access: Access
     pool: Pool
     redis: Redis
+    #: Figures read recently, shared by every request of this process (under `lock`).
+    cache: dict = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
     def made(cls, settings: Settings, *, pool: Pool | None = None,

@@ -16,7 +16,7 @@ from fastapi.templating import Jinja2Templates
 
 from workers.admin import context
 from workers.admin.access import Identity
-from workers.admin.api import _job, _page, job_rows, statistics
+from workers.admin.api import _job, _page, job_rows, live_statistics, read_runs
 from workers.admin.context import AdminContext
 from workers.admin.guards import identify
 from workers.engine import liveness, queues
@@ -65,9 +65,7 @@ def render(request: Request, template: str, identity: Identity, **values) -> HTM
 def _runs(ctx: AdminContext, *, job: str | None = None, status: str | None = None,
           cursor: int | None = None, limit: int = RUNS_SHOWN) -> dict:
     with ctx.pool.connection() as conn:
-        rows = conn.execute(queries("admin.sql")["runs"], {
-            "before": cursor, "job": job, "status": status, "trigger": None, "since": None,
-            "until": None, "limit": limit + 1}).fetchall()
+        rows = read_runs(conn, limit, before=cursor, job=job, status=status)
     return _page([{key: ctx.local(value) if isinstance(value, datetime) else value
                    for key, value in row.items()} for row in rows], limit, "run_id")
 
@@ -85,7 +83,7 @@ def overview_values(ctx: AdminContext) -> dict:
     except Exception:  # the health verdict says Redis is down
         stats = []
     return {"jobs": job_rows(ctx, list(JOBS.values()), now), "alive": alive, "queues": stats,
-            "stats": statistics(ctx, now),
+            "stats": live_statistics(ctx),
             "health": health.check_all(ctx.settings, JOBS.values(), now).as_json(),
             "runs": _runs(ctx, limit=10)["items"]}
 
