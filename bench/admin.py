@@ -28,22 +28,17 @@ for _variable in ("SENTRY_DSN", "LOG_DIR"):
 
 from bench import runner  # noqa: E402
 from bench.scrape import (  # noqa: E402
-    FIGURES,
-    PROCESSES,
-    RUNS,
-    TOTALS,
     WARM_UP,
     HarnessError,
+    ServerBench,
+    fill_history,
     free_port,
     summary,
 )
 from bench.world import Servers, connect, populate  # noqa: E402
-from chaos.processes import Child  # noqa: E402
-from workers.schedule import JOBS  # noqa: E402
 
 EXIT_OK, EXIT_HARNESS = 0, 2
 DATABASE = "admin"
-BOOT_TIMEOUT = 60
 TOKEN = "bench-admin-token"
 #: What is asked for: the overview page, its partial, and the API's lists.
 PATHS = ("/", "/partials/overview", "/api/jobs", "/api/runs", "/api/runs?status=failed",
@@ -56,54 +51,28 @@ def get(url: str) -> bytes:
         return answer.read()
 
 
-class Bench:
-    def __init__(self, args: argparse.Namespace, directory: Path):
-        self.args, self.directory = args, directory
-        self.began = time.monotonic()
-        self.servers: Servers | None = None
-        self.server: Child | None = None
-
-    def progress(self, message: str) -> None:
-        print(f"bench.admin +{time.monotonic() - self.began:4.0f}s {message}",
-              file=sys.stderr, flush=True)
+class Bench(ServerBench):
+    name = "bench.admin"
 
     def measure(self) -> dict:
         args = self.args
         self.servers = Servers.start(self.directory, with_redis=True)
         url = self.servers.fresh_database(DATABASE)
         now = datetime.now(UTC)
-        jobs = list(JOBS)
         with connect(url) as conn:
             populate(conn, calls=args.calls, now=now)
             began = time.perf_counter()
-            conn.execute(RUNS, {"jobs": jobs, "now": now, "per_job": args.runs // len(jobs)})
-            conn.execute(TOTALS)
-            conn.execute(FIGURES)
-            conn.execute(PROCESSES, {"queues": sorted({job.queue for job in JOBS.values()})})
-            conn.execute("VACUUM ANALYZE")
-            rows = conn.execute("SELECT count(*) AS n FROM job_runs").fetchone()["n"]
+            rows = fill_history(conn, args.runs, now)
             calls = conn.execute("SELECT count(*) AS n FROM user_calls"
                                  " WHERE status = 'ongoing'").fetchone()["n"]
         self.progress(f"{rows} job_runs rows, {calls} ongoing calls"
                       f" ({time.perf_counter() - began:.1f} s for the runs)")
 
         port = free_port()
-        env = {**os.environ, "DATABASE_URL": url, "REDIS_URL": self.servers.redis.url,
-               "ADMIN_PORT": str(port), "ADMIN_TOKENS": TOKEN, "LOG_LEVEL": "WARNING"}
-        self.server = Child("admin", [sys.executable, "-m", "workers", "admin"], env,
-                            self.directory)
-        self.server.start()
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + BOOT_TIMEOUT
-        while True:
-            try:
-                get(base + "/api/session")
-                break
-            except OSError:
-                if not self.server.alive() or time.monotonic() > deadline:
-                    raise HarnessError(f"the admin did not answer:\n"
-                                       f"{self.server.output()[-2000:]}") from None
-                time.sleep(0.2)
+        self.start_server("admin", {"DATABASE_URL": url, "REDIS_URL": self.servers.redis.url,
+                                    "ADMIN_PORT": str(port), "ADMIN_TOKENS": TOKEN},
+                          lambda: get(base + "/api/session"))
         measured = {}
         for path in PATHS:
             for _ in range(WARM_UP):
@@ -116,15 +85,6 @@ class Bench:
             measured[path] = summary(seconds)
             self.progress(f"{path}: p50 {measured[path]['p50_ms']} ms")
         return {"job_runs": rows, "ongoing_calls": calls, "paths": measured}
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.terminate()
-        if self.servers is not None:
-            try:
-                self.servers.stop()
-            except Exception as error:  # the measurement stands; say why they did not stop
-                self.progress(f"stopping the servers: {error}")
 
 
 def make_parser() -> argparse.ArgumentParser:

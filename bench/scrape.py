@@ -126,7 +126,24 @@ def own_figure(text: str) -> float:
     raise HarnessError("the scrape has no saathii_scrape_duration_seconds")
 
 
-class Bench:
+def fill_history(conn, runs: int, now: datetime) -> int:
+    """The run history of these benches (the module's docstring): `runs` rows of job_runs
+    over the table's jobs, their counters, a live worker and scheduler; how many rows."""
+    jobs = list(JOBS)
+    conn.execute(RUNS, {"jobs": jobs, "now": now, "per_job": runs // len(jobs)})
+    conn.execute(TOTALS)
+    conn.execute(FIGURES)
+    conn.execute(PROCESSES, {"queues": sorted({job.queue for job in JOBS.values()})})
+    conn.execute("VACUUM ANALYZE")
+    return conn.execute("SELECT count(*) AS n FROM job_runs").fetchone()["n"]
+
+
+class ServerBench:
+    """A bench of one server process of ours (`python -m workers ...`) on fresh servers:
+    started by start_server, stopped with them by stop()."""
+
+    name = "bench"
+
     def __init__(self, args: argparse.Namespace, directory: Path):
         self.args, self.directory = args, directory
         self.began = time.monotonic()
@@ -134,44 +151,53 @@ class Bench:
         self.server: Child | None = None
 
     def progress(self, message: str) -> None:
-        print(f"bench.scrape +{time.monotonic() - self.began:4.0f}s {message}",
+        print(f"{self.name} +{time.monotonic() - self.began:4.0f}s {message}",
               file=sys.stderr, flush=True)
+
+    def start_server(self, command: str, env: dict[str, str], ready) -> None:
+        """Start `python -m workers COMMAND` and wait until `ready()` stops raising OSError."""
+        self.server = Child(command, [sys.executable, "-m", "workers", command],
+                            {**os.environ, "LOG_LEVEL": "WARNING", **env}, self.directory)
+        self.server.start()
+        deadline = time.monotonic() + BOOT_TIMEOUT
+        while True:
+            try:
+                return ready()
+            except OSError:
+                if not self.server.alive() or time.monotonic() > deadline:
+                    raise HarnessError(f"`workers {command}` did not answer:\n"
+                                       f"{self.server.output()[-2000:]}") from None
+                time.sleep(0.2)
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.terminate()
+        if self.servers is not None:
+            try:
+                self.servers.stop()
+            except Exception as error:  # the measurement stands; say why they did not stop
+                self.progress(f"stopping the servers: {error}")
+
+
+class Bench(ServerBench):
+    name = "bench.scrape"
 
     def measure(self) -> dict:
         args = self.args
         self.servers = Servers.start(self.directory, with_redis=True)
         url = self.servers.fresh_database(DATABASE)
         now = datetime.now(UTC)
-        jobs = list(JOBS)
         with connect(url) as conn:
             populate(conn, calls=args.calls, now=now)
             began = time.perf_counter()
-            conn.execute(RUNS, {"jobs": jobs, "now": now, "per_job": args.runs // len(jobs)})
-            conn.execute(TOTALS)
-            conn.execute(FIGURES)
-            conn.execute(PROCESSES, {"queues": sorted({job.queue for job in JOBS.values()})})
-            conn.execute("VACUUM ANALYZE")
-            rows = conn.execute("SELECT count(*) AS n FROM job_runs").fetchone()["n"]
+            rows = fill_history(conn, args.runs, now)
         self.progress(f"{rows} job_runs rows, {args.calls} ongoing calls in"
                       f" {time.perf_counter() - began:.1f} s")
 
         port = free_port()
-        env = {**os.environ, "DATABASE_URL": url, "REDIS_URL": self.servers.redis.url,
-               "METRICS_PORT": str(port), "LOG_LEVEL": "WARNING"}
-        self.server = Child("metrics", [sys.executable, "-m", "workers", "metrics"], env,
-                            self.directory)
-        self.server.start()
         endpoint = f"http://127.0.0.1:{port}/metrics"
-        deadline = time.monotonic() + BOOT_TIMEOUT
-        while True:
-            try:
-                get(endpoint)
-                break
-            except OSError:
-                if not self.server.alive() or time.monotonic() > deadline:
-                    raise HarnessError(f"the metrics server did not answer:\n"
-                                       f"{self.server.output()[-2000:]}") from None
-                time.sleep(0.2)
+        self.start_server("metrics", {"DATABASE_URL": url, "REDIS_URL": self.servers.redis.url,
+                                      "METRICS_PORT": str(port)}, lambda: get(endpoint))
         for _ in range(WARM_UP):
             get(endpoint)
         walls, owns = [], []
@@ -191,16 +217,6 @@ class Bench:
         self.progress(f"health: {len(report.checks)} checks, verdict {report.verdict}")
         return {"job_runs": rows, "scrape": summary(walls), "scrape_own": summary(owns),
                 "health": summary(checks[WARM_UP:])}
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.terminate()
-        if self.servers is not None:
-            try:
-                self.servers.stop()
-            except Exception as error:  # the measurement stands; say why they did not stop
-                self.progress(f"stopping the servers: {error}")
-
 
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
