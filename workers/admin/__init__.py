@@ -1,4 +1,4 @@
-"""The admin: an HTTP API (and, to come, a web dashboard) to run Saathii's background work.
+"""The admin: a web dashboard and an HTTP API to run Saathii's background work.
 
     from workers.admin import router            # in the Saathii API:
     app.include_router(router, prefix="/workers")  # any prefix it chooses

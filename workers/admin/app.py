@@ -1,9 +1,9 @@
 """The admin's router and our own server of it.
 
-`router` is what a host includes (the JSON API under /api, and /openapi.json, which needs a
-credential like every route). `create_app` wraps it in an app of its own for `python -m
-workers admin`: uvicorn on ADMIN_HOST:ADMIN_PORT; behind a reverse proxy that serves it
-under a sub-path, ADMIN_ROOT_PATH names that path.
+`router` is what a host includes: the pages, /login, the JSON API under /api, and
+/openapi.json, which needs a credential like every route. `create_app` wraps it in an app
+of its own for `python -m workers admin`: uvicorn on ADMIN_HOST:ADMIN_PORT; behind a reverse
+proxy that serves it under a sub-path, ADMIN_ROOT_PATH names that path.
 """
 
 from __future__ import annotations
