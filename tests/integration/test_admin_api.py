@@ -120,11 +120,13 @@ def test_an_admin_pauses_and_resumes_a_job_and_each_is_audited(client, conn):
     assert client.post("/api/jobs/nope/pause", headers=bearer(ADMIN)).status_code == 404
 
     rows = audit(conn)
-    assert [(r["action"], r["outcome"], r["role"], r["via"], r["detail"]) for r in rows] == [
-        ("pause", "done", "admin", "token", "was running; now paused"),
-        ("resume", "done", "admin", "token", "was paused; now running")]
+    assert [(r["action"], r["outcome"], r["role"], r["via"], r["detail"][:21]) for r in rows] == [
+        ("pause", "done", "admin", "token", "was running; now paus"),
+        ("resume", "done", "admin", "token", "was paused; now runni"),
+        ("pause", "refused", "admin", "token", "unknown job 'nope'; j")]  # by the route
     page = client.get("/api/audit", headers=bearer(READER)).json()
-    assert [item["action"] for item in page["items"]] == ["resume", "pause"]  # newest first
+    assert [item["action"] for item in page["items"]] == ["pause", "resume", "pause"]  # newest
+    assert page["items"][0]["target"] == "nope"
 
 
 def test_a_trigger_sends_a_run_unless_its_slot_is_taken(client, conn, db):
@@ -147,7 +149,9 @@ def test_a_trigger_sends_a_run_unless_its_slot_is_taken(client, conn, db):
     assert client.post("/api/jobs/presence_cleanup/trigger", headers=bearer(ADMIN),
                        json={"as_of": "2026-11-22", "extra": 1}).status_code == 422
     assert [(r["outcome"], r["action"]) for r in audit(conn)] == [
-        ("done", "trigger"), ("refused", "trigger"), ("refused", "trigger")]
+        ("done", "trigger"), ("refused", "trigger"), ("refused", "trigger"),
+        ("refused", "trigger")]  # the last: a body with a field it does not have
+    assert audit(conn)[-1]["detail"].startswith("invalid request: ")
 
 
 def test_triggers_past_the_rate_limit_are_refused_with_429(admin_context, conn):
@@ -395,3 +399,12 @@ def test_the_statistics_agree_with_the_ledger(client, conn):
     add_user(conn)
     again = client.get("/api/statistics", headers=bearer(READER)).json()
     assert (again["users"], again["as_of"]) == (4, served.json()["as_of"])  # at most 5 s old
+
+
+def test_an_action_that_breaks_is_audited_as_failed(client, conn):
+    conn.execute("ALTER TABLE job_settings RENAME TO job_settings_gone")  # pause cannot write
+    with pytest.raises(Exception, match="job_settings"):
+        client.post("/api/jobs/catch_up/pause", headers=bearer(ADMIN))
+    [row] = audit(conn)
+    assert (row["action"], row["target"], row["outcome"]) == ("pause", "catch_up", "failed")
+    assert "job_settings" in row["detail"]

@@ -139,7 +139,8 @@ class Access:
 
     def session(self, cookie: str, now: float | None = None) -> Identity:
         body, _, signature = cookie.partition(".")
-        if not hmac.compare_digest(signature, self._sign(body)):
+        if not hmac.compare_digest(signature.encode("utf-8", "replace"),
+                                   self._sign(body).encode()):
             raise Refused(401, "invalid session: log in again")
         claims = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
         if claims["exp"] < (time.time() if now is None else now):
@@ -147,7 +148,8 @@ class Access:
         return Identity(Role(claims["role"]), claims["actor"], "session", claims["csrf"])
 
     def _sign(self, body: str) -> str:
-        return hmac.new(self.session_key, body.encode(), hashlib.sha256).hexdigest()
+        return hmac.new(self.session_key, body.encode("utf-8", "replace"),
+                        hashlib.sha256).hexdigest()
 
 
 def same_origin(headers, host: str) -> bool:

@@ -141,7 +141,9 @@ class Trigger(BaseModel):
     @field_validator("as_of")
     @classmethod
     def _empty_is_now(cls, text: str | None) -> str | None:
-        return text.strip() or None if text is not None else None
+        if text is None or not text.strip():
+            return None
+        return text.strip()
 
 
 @router.post("/jobs/{name}/trigger", summary="Send a run of the job to the workers now")

@@ -9,11 +9,13 @@ import threading
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from fastapi import HTTPException
 from redis import Redis
 
 from workers.admin.access import Access
 from workers.engine import redis_client
 from workers.engine.db import Pool
+from workers.errors import BadSetting
 from workers.settings import Settings, read_settings
 
 
@@ -54,5 +56,8 @@ def current() -> AdminContext:
     global _current
     with _lock:
         if _current is None:
-            _current = AdminContext.made(read_settings())
+            try:
+                _current = AdminContext.made(read_settings())
+            except BadSetting as error:  # in a host's process: say so on every request
+                raise HTTPException(503, f"the admin is misconfigured: {error}") from None
         return _current

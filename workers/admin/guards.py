@@ -2,16 +2,18 @@
 `acting(action)` for an action (the admin role, a browser's request same-origin with its
 CSRF token, some actions rate limited). An action's outcome is written to admin_audit by
 the Act it gets, and so is an action refused here (a read_only user's, a cross-origin or
-tokenless browser's, one over the rate limit)."""
+tokenless browser's, one over the rate limit), one its route refused or one that broke."""
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 
 from workers.admin import context
 from workers.admin.access import (
@@ -25,6 +27,8 @@ from workers.admin.access import (
 )
 from workers.admin.context import AdminContext
 from workers.engine.db import queries
+
+log = logging.getLogger(__name__)
 
 #: The window of the rate limit (seconds).
 RATE_WINDOW = 60
@@ -61,11 +65,14 @@ class Act:
     request: Request
     identity: Identity
     action: str
+    target: str | None = None
+    recorded: bool = False
 
     def record(self, outcome: str, *, target: str | None = None, params: dict | None = None,
                detail: str | None = None) -> None:
-        record(self.ctx, self.request, self.identity, self.action, outcome, target=target,
-               params=params, detail=detail)
+        record(self.ctx, self.request, self.identity, self.action, outcome,
+               target=target or self.target, params=params, detail=detail)
+        self.recorded = True
 
 
 def record(ctx: AdminContext, request: Request, identity: Identity, action: str,
@@ -84,7 +91,7 @@ def acting(action: str, *, limited: bool = False):
     """The dependency of the route that performs `action`."""
 
     async def guard(request: Request,
-                    ctx: Annotated[AdminContext, Depends(context.current)]) -> Act:
+                    ctx: Annotated[AdminContext, Depends(context.current)]):
         identity = identify(request, ctx)
         target = request.path_params.get("name") or request.path_params.get("letter")
 
@@ -108,7 +115,24 @@ def acting(action: str, *, limited: bool = False):
             if wait:
                 refuse(429, f"more than {ctx.settings.admin_actions_per_minute} {action}s a"
                             f" minute: wait {wait} s", **{"Retry-After": str(wait)})
-        return Act(ctx, request, identity, action)
+        act = Act(ctx, request, identity, action, target)
+        try:
+            yield act
+        except HTTPException as answered:  # refused by the route itself (an unknown job, ...)
+            if not act.recorded:
+                act.record("refused", detail=str(answered.detail))
+            raise
+        except RequestValidationError as invalid:  # a body the route's model refused
+            if not act.recorded:
+                act.record("refused", detail=f"invalid request: {invalid.errors()[0]['msg']}")
+            raise
+        except Exception as error:  # the action broke: recorded as failed, if it can be
+            if not act.recorded:
+                try:
+                    act.record("failed", detail=f"{type(error).__name__}: {error}")
+                except Exception:
+                    log.exception("could not record the failed %s in admin_audit", action)
+            raise
 
     return guard
 

@@ -16,7 +16,7 @@ from fastapi.templating import Jinja2Templates
 
 from workers.admin import context
 from workers.admin.access import Identity
-from workers.admin.api import _job, _page, job_rows, live_statistics, read_runs
+from workers.admin.api import _job, _localized, _page, job_rows, live_statistics, read_runs
 from workers.admin.context import AdminContext
 from workers.admin.guards import identify
 from workers.engine import liveness, queues
@@ -66,8 +66,7 @@ def _runs(ctx: AdminContext, *, job: str | None = None, status: str | None = Non
           cursor: int | None = None, limit: int = RUNS_SHOWN) -> dict:
     with ctx.pool.connection() as conn:
         rows = read_runs(conn, limit, before=cursor, job=job, status=status)
-    return _page([{key: ctx.local(value) if isinstance(value, datetime) else value
-                   for key, value in row.items()} for row in rows], limit, "run_id")
+    return _page([_localized(ctx, row) for row in rows], limit, "run_id")
 
 
 def overview_values(ctx: AdminContext) -> dict:
@@ -126,8 +125,7 @@ def audit_page(request: Request, identity: Viewer, ctx: Ctx,
     with ctx.pool.connection() as conn:
         rows = conn.execute(queries("admin.sql")["audit"],
                             {"before": cursor, "limit": 51}).fetchall()
-    page = _page([{key: ctx.local(value) if isinstance(value, datetime) else value
-                   for key, value in row.items()} for row in rows], 50, "audit_id")
+    page = _page([_localized(ctx, row) for row in rows], 50, "audit_id")
     return render(request, "audit.html", identity, title="Audit", current="audit_page",
                   rows=page["items"], next_cursor=page["next_cursor"])
 
