@@ -140,9 +140,13 @@ def test_a_killed_worker_fails_health_and_its_restart_heals_it(db, services):  #
     services.wait_for("every check ok again", lambda: healthy(db), alive=(again, scheduler))
     assert workers_cli(db, "health", "--process", "worker").returncode == 0
     assert sample(scrape(port), 'saathii_processes_alive{kind="worker"}') == 1
+    # A message of our own, rather than waiting for the next minute's scheduled one.
+    sent = workers_cli(db, "run-task", "presence_cleanup", "--as-of", "2026-01-01T00:00Z",
+                       "--enqueue")
+    assert sent.returncode == 0, sent.stderr
     counted = services.wait_for(
         "Dramatiq's message counters", lambda: sample(scrape(dramatiq_port, "/"), (
-            'dramatiq_messages_total{actor_name="coin_deduction",queue_name="billing"}')),
+            'dramatiq_messages_total{actor_name="presence_cleanup",queue_name="default"}')),
         alive=(again,))
     assert counted >= 1
 
